@@ -1,0 +1,93 @@
+"""Coefficient encodings: float32, float16, int8 (affine per class, channel and frequency), byte
+shuffle, one zstandard frame per class, with the decompressed size fixed in advance."""
+
+from __future__ import annotations
+
+import numpy as np
+import zstandard
+
+from ..errors import FredsetError
+
+ENCODINGS = ("float32", "float16", "int8")
+_STORED_DTYPE = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2"), "int8": np.dtype("i1")}
+INT8_LIMIT = 127  # int8 codes use -127..127 so the scale is symmetric around the offset
+
+
+def stored_itemsize(encoding: str) -> int:
+    return _STORED_DTYPE[encoding].itemsize
+
+
+def quantize_int8(block: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Affine int8 codes for a class block [n, C, k] with scale and offset per (channel, frequency).
+
+    value ~= offset + scale * code, offset the midpoint and scale the half-range / 127 of the
+    class's values at that channel and frequency, as image codecs quantise each DCT frequency
+    with its own step.
+    """
+    low, high = block.min(axis=0), block.max(axis=0)
+    offset = ((high + low) / 2).astype("<f4")
+    scale = ((high - low) / (2 * INT8_LIMIT)).astype("<f4")
+    safe = np.where(scale > 0, scale, 1).astype("<f4")
+    codes = np.rint((block - offset) / safe)
+    codes = np.clip(codes, -INT8_LIMIT, INT8_LIMIT).astype("i1")
+    return codes, scale, offset
+
+
+def dequantize_int8(codes: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    return (offset + scale * codes.astype("<f4")).astype(np.float32)
+
+
+def shuffle_bytes(raw: np.ndarray, itemsize: int) -> np.ndarray:
+    """Byte i of every element together, i = 0..itemsize-1 (all low bytes first)."""
+    return np.ascontiguousarray(raw.reshape(-1, itemsize).T).reshape(-1)
+
+
+def unshuffle_bytes(raw: np.ndarray, itemsize: int) -> np.ndarray:
+    return np.ascontiguousarray(raw.reshape(itemsize, -1).T).reshape(-1)
+
+
+def encode_block(values: np.ndarray, encoding: str, shuffle: bool, level: int) -> bytes:
+    """Stored values of one class (already quantised for int8) -> one zstd frame with its content size."""
+    stored = np.ascontiguousarray(values, dtype=_STORED_DTYPE[encoding])
+    raw = stored.reshape(-1).view(np.uint8)
+    if shuffle and stored.itemsize > 1:
+        raw = shuffle_bytes(raw, stored.itemsize)
+    compressor = zstandard.ZstdCompressor(level=level, write_content_size=True, write_checksum=False)
+    return compressor.compress(raw.tobytes())
+
+
+def decode_block(frame: bytes, shape: tuple[int, int, int], encoding: str, shuffle: bool,
+                 what: str, path: str) -> np.ndarray:
+    """One zstd frame -> stored values [n, C, k] (float32 or int8 codes).
+
+    The frame must declare exactly the size that ``shape`` and ``encoding`` imply; that is checked
+    before decompressing, so a hostile frame cannot make the reader allocate more.
+    """
+    dtype = _STORED_DTYPE[encoding]
+    expected = int(np.prod(shape)) * dtype.itemsize
+    try:
+        declared = zstandard.frame_content_size(frame)
+    except zstandard.ZstdError as error:
+        raise FredsetError(f"{what}: not a zstd frame ({error})", path) from None
+    if declared != expected:
+        raise FredsetError(f"{what}: zstd frame declares {declared} bytes, the header implies {expected}"
+                           if declared >= 0 else f"{what}: zstd frame does not declare its size", path)
+    decompressor = zstandard.ZstdDecompressor().decompressobj()
+    try:
+        raw = decompressor.decompress(frame)
+    except zstandard.ZstdError as error:
+        raise FredsetError(f"{what}: corrupt zstd frame ({error})", path) from None
+    if len(raw) != expected or not decompressor.eof:
+        raise FredsetError(f"{what}: zstd frame decompressed to {len(raw)} bytes, expected {expected}", path)
+    if decompressor.unused_data:
+        raise FredsetError(f"{what}: {len(decompressor.unused_data)} stray bytes after the zstd frame", path)
+    data = np.frombuffer(raw, dtype=np.uint8)
+    if shuffle and dtype.itemsize > 1:
+        data = unshuffle_bytes(data, dtype.itemsize)
+    values = data.view(dtype).reshape(shape)
+    if encoding == "int8":
+        return values
+    values = values.astype(np.float32)
+    if not np.isfinite(values).all():
+        raise FredsetError(f"{what}: coefficients hold NaN or infinity", path)
+    return values

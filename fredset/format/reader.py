@@ -1,0 +1,218 @@
+"""Reading a .fredset file: verify the header, check the HDF5 structure, then load and validate.
+
+Order matters for safety: the whole file is read into memory with a size bound, its header and
+SHA-256 are checked in plain Python, and only then does libhdf5 open the bytes (from memory).
+Before any dataset is read, every link, type, layout and size is checked, so nothing
+variable-length, external, virtual, filtered or unallocated is ever touched.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import h5py
+import numpy as np
+import torch
+
+from ..artifact import Artifact, validate_masks
+from ..errors import FredsetError
+from .codec import decode_block, dequantize_int8
+from .header import HEADER_SIZE, VERSION, parse_header
+from .metadata import decode_metadata
+
+DEFAULT_MAX_FILE_BYTES = 1 * 2**30
+DEFAULT_MAX_DECODED_BYTES = 4 * 2**30
+
+# name -> (stored dtype, number of dimensions); quantization only with int8 coefficients.
+DATASETS = {
+    "metadata": (np.dtype("u1"), 1),
+    "masks": (np.dtype("<u4"), 2),
+    "coefficients": (np.dtype("u1"), 1),
+    "coefficient_offsets": (np.dtype("<u8"), 1),
+    "quantization": (np.dtype("<f4"), 4),
+}
+_ALLOWED_LAYOUTS = (h5py.h5d.CONTIGUOUS, h5py.h5d.COMPACT)
+
+Source = str | os.PathLike | bytes | BinaryIO
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """Facts about a file that are not part of the artifact."""
+
+    path: str
+    file_bytes: int
+    format_version: str
+    sha256: str
+    metadata: dict[str, Any]
+
+    @property
+    def encoding(self) -> dict[str, Any]:
+        return self.metadata["coefficients"]
+
+
+def read_file(source: Source, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+              max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES) -> tuple[Artifact, FileInfo]:
+    """Read and fully validate a .fredset file; raise FredsetError on any problem."""
+    data, path = _read_bytes(source, max_file_bytes)
+    header = parse_header(data, path)
+    try:
+        with h5py.File(io.BytesIO(data), "r") as handle:
+            artifact, metadata = _read_container(handle, path, header.minor > VERSION[1], max_decoded_bytes)
+    except FredsetError:
+        raise
+    except Exception as error:  # libhdf5 and numpy raise many types on malformed content
+        raise FredsetError(f"malformed HDF5 content ({type(error).__name__}: {_short(error)})", path) from None
+    info = FileInfo(path, len(data), header.version, header.sha256.hex(), metadata)
+    return artifact, info
+
+
+def load(source: Source, **limits: int) -> Artifact:
+    """Read a .fredset file into an :class:`Artifact` (see :func:`read_file` for the limits)."""
+    return read_file(source, **limits)[0]
+
+
+def _read_bytes(source: Source, limit: int) -> tuple[bytes, str]:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data, path = bytes(source), "<bytes>"
+    elif hasattr(source, "read"):
+        path = str(getattr(source, "name", "<stream>"))
+        data = source.read(limit + 1)
+        if not isinstance(data, bytes):
+            raise FredsetError("file object must be opened in binary mode", path)
+    else:
+        path = os.fspath(source)
+        try:
+            with open(path, "rb") as stream:
+                data = stream.read(limit + 1)
+        except FileNotFoundError:
+            raise FredsetError("no such file", path) from None
+        except IsADirectoryError:
+            raise FredsetError("is a directory, not a fredset file", path) from None
+        except OSError as error:
+            raise FredsetError(f"cannot read file ({error.strerror or error})", path) from None
+    if len(data) > limit:
+        raise FredsetError(f"file is larger than the {limit}-byte limit (max_file_bytes)", path)
+    return data, path
+
+
+def _read_container(handle: h5py.File, path: str, newer_minor: bool,
+                    max_decoded_bytes: int) -> tuple[Artifact, dict[str, Any]]:
+    datasets = _checked_datasets(handle, path, newer_minor)
+    for name in ("metadata", "masks", "coefficients", "coefficient_offsets"):
+        if name not in datasets:
+            raise FredsetError(f"not a fredset file: dataset /{name} is missing", path)
+
+    document = decode_metadata(bytes(_read(datasets["metadata"], path, (None,))), path, strict=not newer_minor)
+    classes, k = document["dataset"]["classes"], document["k"]
+    image = document["image"]
+    channels, height, width = image["channels"], image["height"], image["width"]
+    counts = document["instances_per_class"]
+    encoding = document["coefficients"]
+    decoded = sum(counts) * channels * height * width * 4
+    if decoded > max_decoded_bytes:
+        raise FredsetError(f"decoded images would need {decoded} bytes, more than the "
+                           f"{max_decoded_bytes}-byte limit (max_decoded_bytes)", path)
+
+    masks = torch.from_numpy(_read(datasets["masks"], path, (len(classes), k)).astype(np.int64))
+    try:
+        validate_masks(masks, height * width)
+    except FredsetError as error:
+        raise FredsetError(f"/masks: {error.problem}", path) from None
+
+    offsets = _read(datasets["coefficient_offsets"], path, (len(classes) + 1,))
+    stream = _read(datasets["coefficients"], path, (None,))
+    if offsets[0] != 0 or offsets[-1] != len(stream) or np.any(offsets[1:] < offsets[:-1]):
+        raise FredsetError("/coefficient_offsets: offsets must rise from 0 to the length of /coefficients", path)
+
+    quantized = encoding["dtype"] == "int8"
+    if quantized != ("quantization" in datasets):
+        raise FredsetError("/quantization must be present exactly when coefficients are int8", path)
+    if quantized:
+        quantization = _read(datasets["quantization"], path, (len(classes), 2, channels, k))
+        if not np.isfinite(quantization).all() or (quantization[:, 0] < 0).any():
+            raise FredsetError("/quantization: scales must be finite and >= 0, offsets finite", path)
+
+    coefficients = []
+    for label, count in enumerate(counts):
+        frame = stream[offsets[label]:offsets[label + 1]].tobytes()
+        values = decode_block(frame, (count, channels, k), encoding["dtype"], encoding["shuffle"],
+                              f"/coefficients, class {label}", path)
+        if quantized:
+            values = dequantize_int8(values, quantization[label, 0], quantization[label, 1])
+        coefficients.append(torch.from_numpy(values))
+
+    dataset = document["dataset"]
+    try:
+        artifact = Artifact(coefficients=coefficients, masks=masks, classes=classes, image_size=(height, width),
+                            mean=document["normalization"]["mean"], std=document["normalization"]["std"],
+                            dataset=dataset["name"], provenance=document["provenance"],
+                            license=document.get("license"), citation=document.get("citation"),
+                            dataset_license=dataset.get("license"))
+    except FredsetError as error:
+        raise FredsetError(error.problem, path) from None
+    return artifact, document
+
+
+def _checked_datasets(handle: h5py.File, path: str, newer_minor: bool) -> dict[str, h5py.Dataset]:
+    """Top-level datasets after checking every link and object, reading no data."""
+    found: dict[str, h5py.Dataset] = {}
+    problems: list[str] = []
+
+    def visit(name: str, link: Any) -> None:
+        if not isinstance(link, h5py.HardLink):
+            problems.append(f"/{name} is a {type(link).__name__}; only plain (hard-linked) datasets are allowed")
+        elif "/" in name or name not in DATASETS:
+            if not newer_minor:
+                problems.append(f"unexpected object /{name}")
+        else:
+            found[name] = None  # type: ignore[assignment]
+
+    if handle.attrs.keys() and not newer_minor:
+        raise FredsetError("unexpected attributes on the root group", path)
+    handle.visititems_links(visit)
+    if problems:
+        raise FredsetError(problems[0], path)
+    for name in found:
+        found[name] = _checked_dataset(handle, name, path, newer_minor)
+    return found
+
+
+def _checked_dataset(handle: h5py.File, name: str, path: str, newer_minor: bool) -> h5py.Dataset:
+    item = handle[name]
+    if not isinstance(item, h5py.Dataset):
+        raise FredsetError(f"/{name} must be a dataset", path)
+    expected_dtype, ndim = DATASETS[name]
+    if item.dtype != expected_dtype or item.dtype.kind not in "uif":
+        raise FredsetError(f"/{name} has type {item.dtype}, expected {expected_dtype}", path)
+    if item.ndim != ndim:
+        raise FredsetError(f"/{name} has {item.ndim} dimensions, expected {ndim}", path)
+    plist = item.id.get_create_plist()
+    if item.is_virtual or plist.get_external_count() or plist.get_layout() not in _ALLOWED_LAYOUTS:
+        raise FredsetError(f"/{name} must be stored contiguously inside the file "
+                           "(no chunked, external or virtual storage)", path)
+    if plist.get_nfilters():
+        raise FredsetError(f"/{name} must not use HDF5 filters", path)
+    if item.attrs.keys() and not newer_minor:
+        raise FredsetError(f"unexpected attributes on /{name}", path)
+    if item.nbytes != item.id.get_storage_size() or item.nbytes > handle.id.get_filesize():
+        raise FredsetError(f"/{name} declares {item.nbytes} bytes but stores {item.id.get_storage_size()}", path)
+    return item
+
+
+def _read(item: h5py.Dataset, path: str, shape: tuple[int | None, ...]) -> np.ndarray:
+    if len(item.shape) != len(shape) or any(want is not None and got != want for got, want in zip(item.shape, shape)):
+        expected = "x".join("n" if s is None else str(s) for s in shape)
+        raise FredsetError(f"{item.name} has shape {item.shape}, expected {expected}", path)
+    return item[()]
+
+
+def _short(error: Exception) -> str:
+    text = " ".join(str(error).split())
+    return text[:160] + ("..." if len(text) > 160 else "")
+
+
+__all__ = ["FileInfo", "read_file", "load", "HEADER_SIZE", "DEFAULT_MAX_FILE_BYTES", "DEFAULT_MAX_DECODED_BYTES"]
