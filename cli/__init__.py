@@ -1,0 +1,1 @@
+"""The `fredset` command line: parsing and printing over the fredset library."""

@@ -1,0 +1,1 @@
+"""Distillation (FreD): parameterisation, objectives, loop. This package knows nothing about HDF5."""
