@@ -169,7 +169,13 @@ def decode_metadata(raw: bytes, path: str, *, strict: bool) -> dict[str, Any]:
     except (UnicodeDecodeError, ValueError, RecursionError) as error:
         raise FredsetError(f"metadata is not valid UTF-8 JSON ({str(error)[:120]})", path) from None
     validate_metadata(document, path, strict=strict)
-    channels = document["image"]["channels"]
+    # JSON Schema counts 64.0 as an integer; sizes are used as shapes, so make them ints.
+    image = document["image"]
+    for key in ("channels", "height", "width"):
+        image[key] = int(image[key])
+    document["k"] = int(document["k"])
+    document["instances_per_class"] = [int(n) for n in document["instances_per_class"]]
+    channels = image["channels"]
     for name in ("mean", "std"):
         if len(document["normalization"][name]) != channels:
             raise FredsetError(f"invalid metadata: normalization.{name} has "

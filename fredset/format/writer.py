@@ -35,7 +35,7 @@ def to_bytes(artifact: Artifact, *, encoding: str = "float32", shuffle: bool = T
         if encoding == "int8":
             values, scale, offset = quantize_int8(values)
             quantization.append(np.stack([scale, offset]))
-        elif encoding == "float16" and not np.isfinite(values.astype(np.float16)).all():
+        elif encoding == "float16" and np.abs(values).max() > np.finfo(np.float16).max:
             raise FredsetError(f"class {label}: coefficients exceed the float16 range; use float32")
         frames.append(encode_block(values, encoding, shuffle, level))
     offsets = np.cumsum([0] + [len(f) for f in frames], dtype="<u8")

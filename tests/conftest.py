@@ -1,0 +1,33 @@
+"""Shared helpers: small artifacts built from seeded random images."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fredset import Artifact
+from fredset.dct import masked_dct2
+
+
+def make_artifact(counts=(3, 3), channels: int = 1, size=(8, 8), k: int = 6, seed: int = 0,
+                  low_frequency: bool = False, **fields) -> Artifact:
+    """Coefficients = masked DCT of random images; masks random (or the k lowest flat indices)."""
+    generator = torch.Generator().manual_seed(seed)
+    height, width = size
+    coefficients, masks = [], []
+    for count in counts:
+        mask = (torch.arange(k) if low_frequency
+                else torch.randperm(height * width, generator=generator)[:k].sort().values)
+        images = torch.randn(count, channels, height, width, generator=generator)
+        coefficients.append(masked_dct2(images, mask).contiguous())
+        masks.append(mask)
+    defaults = dict(classes=[f"class-{i}" for i in range(len(counts))], image_size=size,
+                    mean=(0.5,) * channels, std=(0.25,) * channels, dataset="synthetic",
+                    provenance={"objective": "dm", "seed": seed, "budget": {"ipc": 1}})
+    defaults.update(fields)
+    return Artifact(coefficients=coefficients, masks=torch.stack(masks), **defaults)
+
+
+@pytest.fixture
+def artifact() -> Artifact:
+    return make_artifact(counts=(4, 2, 3), channels=3, size=(8, 10), k=7)

@@ -1,0 +1,209 @@
+import io
+import os
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import fredset
+from fredset import FredsetError, load, read_file, save
+from fredset.format import HEADER_SIZE, to_bytes
+from fredset.format.header import pack_header
+
+from conftest import make_artifact
+from test_dct import scatter_and_invert
+
+
+def test_float32_round_trip_is_bit_exact(artifact, tmp_path):
+    artifact.license = "CC-BY-4.0"
+    artifact.citation = "@inproceedings{shin2023fred, title={Frequency Domain-based Dataset Distillation}}"
+    artifact.dataset_license = "MIT"
+    path = tmp_path / "a.fredset"
+    size = save(artifact, path)
+    assert size == path.stat().st_size
+    loaded, info = read_file(path)
+    for original, restored in zip(artifact.coefficients, loaded.coefficients):
+        assert torch.equal(original, restored)
+    assert torch.equal(loaded.masks, artifact.masks)
+    for field in ("classes", "image_size", "mean", "std", "dataset", "license", "citation", "dataset_license"):
+        assert getattr(loaded, field) == getattr(artifact, field)
+    assert loaded.provenance["objective"] == "dm" and loaded.provenance["budget"] == {"ipc": 1}
+    assert loaded.provenance["library"] == {"name": "fredset", "version": fredset.__version__}
+    assert info.format_version == "1.0" and info.file_bytes == size and len(info.sha256) == 64
+    assert torch.equal(loaded.labels, torch.tensor([0, 0, 0, 0, 1, 1, 2, 2, 2]))
+
+
+def test_decode_equals_inverse_dct_of_masked_coefficients(artifact):
+    loaded = load(to_bytes(artifact))
+    expected = scatter_and_invert(loaded.coefficients, loaded.masks, *loaded.image_size)
+    assert torch.allclose(loaded.decode().double(), expected, atol=1e-5)
+    pixels = loaded.decode(pixel_space=True)
+    assert pixels.min() >= 0 and pixels.max() <= 1
+    mean = torch.tensor(artifact.mean).view(1, -1, 1, 1)
+    std = torch.tensor(artifact.std).view(1, -1, 1, 1)
+    assert torch.allclose(pixels, (expected.float() * std + mean).clamp(0, 1), atol=1e-5)
+
+
+def test_float16_error_is_bounded_by_half_precision(artifact):
+    loaded = load(to_bytes(artifact, encoding="float16"))
+    for original, restored in zip(artifact.coefficients, loaded.coefficients):
+        # binary16 rounds to 11 significant bits: relative error <= 2^-11 (plus the subnormal floor)
+        assert ((restored - original).abs() <= original.abs() * 2**-11 + 2**-24).all()
+    images = (loaded.decode() - artifact.decode()).abs().max()
+    assert images < 1e-2
+
+
+def test_int8_error_is_bounded_by_half_a_step(artifact):
+    data = to_bytes(artifact, encoding="int8")
+    loaded = load(data)
+    for original, restored in zip(artifact.coefficients, loaded.coefficients):
+        step = (original.max(dim=0).values - original.min(dim=0).values) / 254
+        assert ((restored - original).abs() <= step / 2 + 1e-5).all()
+
+
+def test_int8_constant_frequency_is_exact():
+    artifact = make_artifact(counts=(3,), k=4)
+    artifact.coefficients[0][:, :, 2] = 1.25  # no spread: scale 0
+    loaded = load(to_bytes(artifact, encoding="int8"))
+    assert torch.equal(loaded.coefficients[0][:, :, 2], torch.full((3, 1), 1.25))
+
+
+@pytest.mark.parametrize("encoding", ["float32", "float16", "int8"])
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_every_encoding_round_trips(encoding, shuffle):
+    artifact = make_artifact(counts=(2, 5, 1), channels=3, size=(6, 4), k=5)
+    loaded = load(to_bytes(artifact, encoding=encoding, shuffle=shuffle))
+    assert loaded.counts == [2, 5, 1]
+    tolerance = {"float32": 0, "float16": 5e-3, "int8": 5e-2}[encoding]
+    for original, restored in zip(artifact.coefficients, loaded.coefficients):
+        assert (restored - original).abs().max() <= tolerance
+
+
+def test_same_artifact_gives_same_bytes(artifact, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    first = to_bytes(artifact)
+    assert to_bytes(artifact) == first
+    assert load(first).provenance["created"] == "2023-11-14T22:13:20Z"
+
+
+def test_reads_from_bytes_and_file_objects(artifact, tmp_path):
+    data = to_bytes(artifact)
+    path = tmp_path / "a.fredset"
+    path.write_bytes(data)
+    with open(path, "rb") as stream:
+        assert load(stream).counts == artifact.counts
+    assert load(io.BytesIO(data)).counts == artifact.counts
+
+
+def test_save_is_atomic_when_interrupted(artifact, tmp_path, monkeypatch):
+    path = tmp_path / "a.fredset"
+    path.write_bytes(b"previous contents")
+
+    def interrupted(descriptor):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save(artifact, path)
+    assert path.read_bytes() == b"previous contents"
+    assert os.listdir(tmp_path) == ["a.fredset"]  # no temporary file left behind
+
+
+def test_save_into_missing_folder_is_a_fredset_error(artifact, tmp_path):
+    with pytest.raises(FredsetError, match="cannot write"):
+        save(artifact, tmp_path / "missing" / "a.fredset")
+
+
+def test_save_refuses_bad_options_and_values(artifact):
+    with pytest.raises(FredsetError, match="encoding"):
+        to_bytes(artifact, encoding="bfloat16")
+    with pytest.raises(FredsetError, match="level"):
+        to_bytes(artifact, level=40)
+    big = make_artifact(counts=(2,), k=3)
+    big.coefficients[0][0, 0, 0] = 1e6
+    with pytest.raises(FredsetError, match="float16"):
+        to_bytes(big, encoding="float16")
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda a: a.masks.__setitem__((0, 1), a.masks[0, 0]), "strictly increasing"),
+    (lambda a: a.masks.__setitem__((0, -1), 10_000), "out of range"),
+    (lambda a: a.coefficients[1].__setitem__((0, 0, 0), float("nan")), "NaN"),
+    (lambda a: setattr(a, "std", (0.0, 1.0, 1.0)), "std"),
+    (lambda a: setattr(a, "mean", (0.0,)), "mean"),
+    (lambda a: a.coefficients.__setitem__(0, a.coefficients[0].double()), "float32"),
+    (lambda a: a.coefficients.__setitem__(0, a.coefficients[0][:, :2]), "shape"),
+    (lambda a: setattr(a, "classes", ["a", "a", "b"]), "unique"),
+])
+def test_invalid_artifacts_are_refused(artifact, change, message):
+    change(artifact)
+    with pytest.raises(FredsetError, match=message):
+        to_bytes(artifact)
+
+
+# -- bad files: each is the library's own exception, naming the file -------------------------
+
+def assert_refused(tmp_path, data: bytes, message: str, **limits):
+    path = tmp_path / "bad.fredset"
+    path.write_bytes(data)
+    with pytest.raises(FredsetError, match=message) as caught:
+        read_file(path, **limits)
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(FredsetError, match="no such file"):
+        load(tmp_path / "nothing.fredset")
+    with pytest.raises(FredsetError, match="directory"):
+        load(tmp_path)
+
+
+def test_not_a_fredset_file(tmp_path):
+    assert_refused(tmp_path, b"hello world, this is text" * 40, "not a fredset file")
+    assert_refused(tmp_path, b"", "not a fredset file")
+    plain = io.BytesIO()
+    with h5py.File(plain, "w") as handle:
+        handle["x"] = np.arange(3)
+    assert_refused(tmp_path, plain.getvalue(), "HDF5 file but not a fredset")
+
+
+def test_truncated_and_bit_flipped_files(artifact, tmp_path):
+    data = to_bytes(artifact)
+    assert_refused(tmp_path, data[:-100], "truncated")
+    assert_refused(tmp_path, data[:300], "truncated")
+    assert_refused(tmp_path, data + b"\0", "unexpected bytes")
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0x10
+    assert_refused(tmp_path, bytes(flipped), "checksum mismatch")
+
+
+def with_version(data: bytes, major: int, minor: int) -> bytes:
+    return pack_header(data[HEADER_SIZE:], (major, minor)) + data[HEADER_SIZE:]
+
+
+def test_unknown_major_version_is_refused_clearly(artifact, tmp_path):
+    assert_refused(tmp_path, with_version(to_bytes(artifact), 2, 0), "version 2.0 is not supported")
+
+
+def test_newer_minor_version_is_read(artifact):
+    loaded, info = read_file(with_version(to_bytes(artifact), 1, 9))
+    assert info.format_version == "1.9" and loaded.counts == artifact.counts
+
+
+def test_size_limits_are_enforced_before_reading(artifact, tmp_path):
+    data = to_bytes(artifact)
+    assert_refused(tmp_path, data, "max_file_bytes", max_file_bytes=len(data) - 1)
+    assert_refused(tmp_path, data, "max_decoded_bytes", max_decoded_bytes=artifact.decoded_bytes - 1)
+    assert load(data, max_file_bytes=len(data), max_decoded_bytes=artifact.decoded_bytes).counts == artifact.counts
+
+
+def test_error_messages_say_what_is_wrong(artifact, tmp_path):
+    """A structurally valid file with an out-of-range mask index (checksum recomputed)."""
+    raw = io.BytesIO(to_bytes(artifact))
+    with h5py.File(raw, "r+") as handle:
+        masks = handle["masks"][()]
+        masks[1, -1] = 10 * 8 * 10
+        handle["masks"][...] = masks
+    data = raw.getvalue()
+    assert_refused(tmp_path, pack_header(data[HEADER_SIZE:]) + data[HEADER_SIZE:], "mask index out of range")
