@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+import fredset
 from fredset import Artifact
 from fredset.data import read_idx
 from fredset.dct import dct2
@@ -92,3 +93,24 @@ def cifar10_shaped_artifact(per_class: int = 160, k: int = 64, seed: int = 0) ->
                           "cifar10-shaped-synthetic",
                           {"objective": None, "parameterization": "freq", "seed": seed,
                            "note": "synthetic 1/f images shaped like CIFAR-10, benchmark artifact"})
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write a FreD initialisation (DCT of real images, EVR mask).")
+    parser.add_argument("dataset", choices=["fashion-mnist", "cifar10-shaped"])
+    parser.add_argument("--per-class", type=int, default=12)
+    parser.add_argument("--k", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--encoding", default="float32", choices=["float32", "float16", "int8"])
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    build = fashion_mnist_artifact if args.dataset == "fashion-mnist" else cifar10_shaped_artifact
+    artifact = build(args.per_class, k=args.k, seed=args.seed)
+    size = fredset.save(artifact, args.out, encoding=args.encoding)
+    print(f"wrote {args.out}: {artifact.num_instances} instances, {size:,} bytes")
+
+
+if __name__ == "__main__":
+    main()

@@ -200,10 +200,46 @@ def test_size_limits_are_enforced_before_reading(artifact, tmp_path):
 
 def test_error_messages_say_what_is_wrong(artifact, tmp_path):
     """A structurally valid file with an out-of-range mask index (checksum recomputed)."""
-    raw = io.BytesIO(to_bytes(artifact))
-    with h5py.File(raw, "r+") as handle:
+    def out_of_range(handle):
         masks = handle["masks"][()]
         masks[1, -1] = 10 * 8 * 10
         handle["masks"][...] = masks
+
+    assert_refused(tmp_path, rebuilt(artifact, out_of_range), "mask index out of range")
+
+
+def rebuilt(artifact, edit) -> bytes:
+    """The artifact's file with ``edit(handle)`` applied in HDF5 and the checksum recomputed."""
+    raw = io.BytesIO(to_bytes(artifact))
+    with h5py.File(raw, "r+") as handle:
+        edit(handle)
     data = raw.getvalue()
-    assert_refused(tmp_path, pack_header(data[HEADER_SIZE:]) + data[HEADER_SIZE:], "mask index out of range")
+    return pack_header(data[HEADER_SIZE:]) + data[HEADER_SIZE:]
+
+
+def test_duplicate_metadata_keys_are_refused(artifact, tmp_path):
+    def duplicate_k(handle):
+        text = bytes(handle["metadata"][()]).decode()
+        del handle["metadata"]
+        handle["metadata"] = np.frombuffer(text.replace('"k":7', '"k":7,"k":5').encode(), np.uint8)
+
+    assert_refused(tmp_path, rebuilt(artifact, duplicate_k), "duplicate key 'k'")
+
+
+def test_superblock_must_sit_at_byte_512(artifact, tmp_path):
+    moved = io.BytesIO()
+    with h5py.File(moved, "w", userblock_size=1024) as handle:
+        with h5py.File(io.BytesIO(to_bytes(artifact)), "r") as source:
+            for name in source:
+                handle[name] = source[name][()]
+    data = moved.getvalue()[HEADER_SIZE:]
+    assert_refused(tmp_path, pack_header(data) + data, "no HDF5 superblock at byte 512")
+
+
+def test_mask_problems_are_named_before_decompressing(artifact, tmp_path):
+    def repeat_index(handle):
+        masks = handle["masks"][()]
+        masks[0, 1] = masks[0, 0]
+        handle["masks"][...] = masks
+
+    assert_refused(tmp_path, rebuilt(artifact, repeat_index), "/masks: mask indices must be strictly increasing")

@@ -14,6 +14,7 @@ from ..errors import FredsetError
 MAGIC = b"\x89FRD\r\n\x1a\n"
 HEADER_SIZE = 512  # also the HDF5 user block size
 VERSION = (1, 0)
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _LAYOUT = struct.Struct("<8sHHIQ32s")  # magic, major, minor, header size, payload length, sha256
 
 
@@ -44,7 +45,7 @@ def parse_header(data: bytes, path: str) -> Header:
         raise FredsetError(f"file is truncated: {len(data)} bytes, shorter than the {HEADER_SIZE}-byte header", path)
     magic, major, minor, header_size, payload_length, digest = _LAYOUT.unpack_from(data)
     if magic != MAGIC:
-        if data[:8] == b"\x89HDF\r\n\x1a\n":
+        if data[:8] == HDF5_SIGNATURE:
             raise FredsetError("an HDF5 file but not a fredset file (no fredset header)", path)
         raise FredsetError("not a fredset file (no fredset header)", path)
     if major != VERSION[0]:
@@ -63,4 +64,6 @@ def parse_header(data: bytes, path: str) -> Header:
     if hashlib.sha256(memoryview(data)[HEADER_SIZE:]).digest() != digest:
         raise FredsetError("checksum mismatch: the file is corrupt (SHA-256 of the payload differs "
                            "from the header)", path)
+    if data[HEADER_SIZE:HEADER_SIZE + len(HDF5_SIGNATURE)] != HDF5_SIGNATURE:
+        raise FredsetError(f"no HDF5 superblock at byte {HEADER_SIZE}", path)
     return Header(major, minor, payload_length, digest)

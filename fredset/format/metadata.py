@@ -165,7 +165,8 @@ def decode_metadata(raw: bytes, path: str, *, strict: bool) -> dict[str, Any]:
     if len(raw) > MAX_METADATA_BYTES:
         raise FredsetError(f"metadata is {len(raw)} bytes, more than the {MAX_METADATA_BYTES} allowed", path)
     try:
-        document = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+        document = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant,
+                              object_pairs_hook=_refuse_duplicate_keys)
     except (UnicodeDecodeError, ValueError, RecursionError) as error:
         raise FredsetError(f"metadata is not valid UTF-8 JSON ({str(error)[:120]})", path) from None
     validate_metadata(document, path, strict=strict)
@@ -184,6 +185,15 @@ def decode_metadata(raw: bytes, path: str, *, strict: bool) -> dict[str, Any]:
         raise FredsetError("invalid metadata: instances_per_class and dataset.classes differ in length", path)
     if document["k"] > document["image"]["height"] * document["image"]["width"]:
         raise FredsetError("invalid metadata: k is larger than height*width", path)
+    return document
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        seen: set[str] = set()
+        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise ValueError(f"duplicate key {duplicate!r}")
     return document
 
 

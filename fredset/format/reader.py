@@ -18,11 +18,11 @@ import h5py
 import numpy as np
 import torch
 
-from ..artifact import Artifact
+from ..artifact import Artifact, validate_masks
 from ..errors import FredsetError
 from .codec import decode_block, dequantize_int8
 from .header import HEADER_SIZE, VERSION, parse_header
-from .metadata import decode_metadata
+from .metadata import MAX_METADATA_BYTES, decode_metadata
 
 DEFAULT_MAX_FILE_BYTES = 1 * 2**30
 DEFAULT_MAX_DECODED_BYTES = 4 * 2**30
@@ -67,7 +67,9 @@ def read_file(source: Source, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     except FredsetError:
         raise
     except Exception as error:  # libhdf5 and numpy raise many types on malformed content
-        raise FredsetError(f"malformed HDF5 content ({type(error).__name__}: {_short(error)})", path) from None
+        cause = error.__cause__ or error.__context__ if isinstance(error, SystemError) else None
+        shown = cause or error  # h5py can wrap the real error (a name that is not UTF-8) in a SystemError
+        raise FredsetError(f"malformed HDF5 content ({type(shown).__name__}: {_short(shown)})", path) from None
     info = FileInfo(path, len(data), header.version, header.sha256.hex(), metadata)
     return artifact, info
 
@@ -82,7 +84,11 @@ def _read_bytes(source: Source, limit: int) -> tuple[bytes, str]:
         data, path = bytes(source), "<bytes>"
     elif hasattr(source, "read"):
         path = str(getattr(source, "name", "<stream>"))
-        data = source.read(limit + 1)
+        try:
+            data = source.read(limit + 1)
+        except (OSError, ValueError) as error:  # closed, write-only (io.UnsupportedOperation), I/O error
+            reason = getattr(error, "strerror", None) or f"{type(error).__name__}: {error}"
+            raise FredsetError(f"cannot read file ({reason})", path) from None
         if not isinstance(data, bytes):
             raise FredsetError("file object must be opened in binary mode", path)
     else:
@@ -96,6 +102,8 @@ def _read_bytes(source: Source, limit: int) -> tuple[bytes, str]:
             raise FredsetError("is a directory, not a fredset file", path) from None
         except OSError as error:
             raise FredsetError(f"cannot read file ({error.strerror or error})", path) from None
+        except ValueError as error:  # a NUL byte or an unencodable character in the path
+            raise FredsetError(f"invalid path ({error})", path) from None
     if len(data) > limit:
         raise FredsetError(f"file is larger than the {limit}-byte limit (max_file_bytes)", path)
     return data, path
@@ -108,6 +116,9 @@ def _read_container(handle: h5py.File, path: str, newer_minor: bool,
         if name not in datasets:
             raise FredsetError(f"not a fredset file: dataset /{name} is missing", path)
 
+    if datasets["metadata"].size > MAX_METADATA_BYTES:
+        raise FredsetError(f"/metadata is {datasets['metadata'].size} bytes, more than the "
+                           f"{MAX_METADATA_BYTES} allowed", path)
     document = decode_metadata(bytes(_read(datasets["metadata"], path, (None,))), path, strict=not newer_minor)
     classes, k = document["dataset"]["classes"], document["k"]
     image = document["image"]
@@ -120,6 +131,10 @@ def _read_container(handle: h5py.File, path: str, newer_minor: bool,
                            f"{max_decoded_bytes}-byte limit (max_decoded_bytes)", path)
 
     masks = torch.from_numpy(_read(datasets["masks"], path, (len(classes), k)).astype(np.int64))
+    try:  # checked now, before any frame is decompressed (the Artifact checks again)
+        validate_masks(masks, height * width)
+    except FredsetError as error:
+        raise FredsetError(f"/masks: {error.problem}", path) from None
 
     offsets = _read(datasets["coefficient_offsets"], path, (len(classes) + 1,))
     stream = _read(datasets["coefficients"], path, (None,))
@@ -162,38 +177,45 @@ def _read_container(handle: h5py.File, path: str, newer_minor: bool,
 
 
 def _checked_datasets(handle: h5py.File, path: str, newer_minor: bool) -> dict[str, h5py.Dataset]:
-    """Top-level datasets after checking every link and object, reading no data."""
-    found: dict[str, h5py.Dataset] = {}
+    """The known top-level datasets, after checking every link and object; reads no data.
+
+    Every object must be hard-linked and every dataset stored safely (numeric, inside the file,
+    not virtual), the unknown ones that a newer minor version may add included; the known ones
+    must also have their exact type and rank.
+    """
+    names: list[str] = []
     problems: list[str] = []
 
     def visit(name: str, link: Any) -> None:
         if not isinstance(link, h5py.HardLink):
             problems.append(f"/{name} is a {type(link).__name__}; only plain (hard-linked) datasets are allowed")
-        elif "/" in name or name not in DATASETS:
-            if not newer_minor:
-                problems.append(f"unexpected object /{name}")
+        elif ("/" in name or name not in DATASETS) and not newer_minor:
+            problems.append(f"unexpected object /{name}")
         else:
-            found[name] = None  # type: ignore[assignment]
+            names.append(name)
 
     if handle.attrs.keys() and not newer_minor:
         raise FredsetError("unexpected attributes on the root group", path)
     handle.visititems_links(visit)
     if problems:
         raise FredsetError(problems[0], path)
-    for name in found:
-        found[name] = _checked_dataset(handle, name, path, newer_minor)
+    found = {}
+    for name in names:
+        item = handle[name]
+        if isinstance(item, h5py.Group) and name not in DATASETS:
+            continue  # a newer minor version's group: its members are visited and checked too
+        _check_storage(item, name, handle, path, newer_minor)
+        if name in DATASETS:
+            _check_expected(item, name, path)
+            found[name] = item
     return found
 
 
-def _checked_dataset(handle: h5py.File, name: str, path: str, newer_minor: bool) -> h5py.Dataset:
-    item = handle[name]
+def _check_storage(item: Any, name: str, handle: h5py.File, path: str, newer_minor: bool) -> None:
     if not isinstance(item, h5py.Dataset):
         raise FredsetError(f"/{name} must be a dataset", path)
-    expected_dtype, ndim = DATASETS[name]
-    if item.dtype != expected_dtype or item.dtype.kind not in "uif":
-        raise FredsetError(f"/{name} has type {item.dtype}, expected {expected_dtype}", path)
-    if item.ndim != ndim:
-        raise FredsetError(f"/{name} has {item.ndim} dimensions, expected {ndim}", path)
+    if item.dtype.kind not in "uif" or item.dtype.fields is not None or item.dtype.subdtype is not None:
+        raise FredsetError(f"/{name} has type {item.dtype}; only plain numeric datasets are allowed", path)
     plist = item.id.get_create_plist()
     if item.is_virtual or plist.get_external_count() or plist.get_layout() not in _ALLOWED_LAYOUTS:
         raise FredsetError(f"/{name} must be stored contiguously inside the file "
@@ -204,7 +226,14 @@ def _checked_dataset(handle: h5py.File, name: str, path: str, newer_minor: bool)
         raise FredsetError(f"unexpected attributes on /{name}", path)
     if item.nbytes != item.id.get_storage_size() or item.nbytes > handle.id.get_filesize():
         raise FredsetError(f"/{name} declares {item.nbytes} bytes but stores {item.id.get_storage_size()}", path)
-    return item
+
+
+def _check_expected(item: h5py.Dataset, name: str, path: str) -> None:
+    expected_dtype, ndim = DATASETS[name]
+    if item.dtype != expected_dtype:
+        raise FredsetError(f"/{name} has type {item.dtype}, expected {expected_dtype}", path)
+    if item.ndim != ndim:
+        raise FredsetError(f"/{name} has {item.ndim} dimensions, expected {ndim}", path)
 
 
 def _read(item: h5py.Dataset, path: str, shape: tuple[int | None, ...]) -> np.ndarray:

@@ -1,0 +1,767 @@
+"""Fuzz report for the .fredset reader: what happens when damaged files reach libhdf5.
+
+    python bench/fuzz_report.py [--count 3000] [--seed 0] [--timeout 10] [--out bench/out/fuzz_report.json]
+
+A report, not a test. It builds a few valid files (fredset.Artifact + fredset.format.to_bytes) and
+crafts ``count`` damaged ones from them, deterministically from ``--seed``. Unlike tests/test_fuzz.py,
+the SHA-256 in the header is recomputed after every mutation, so the damage gets past the header
+check and reaches libhdf5, zstd and the validation code:
+
+- random bit flips, byte overwrites, insertions/deletions, truncations and extensions anywhere in
+  the HDF5 part (offset >= 512);
+- mutations aimed at HDF5 structure: the superblock, object headers (found with h5py), the B-tree,
+  local heap and symbol-table nodes (found by signature) and the link names, with bit flips and
+  "interesting" integers (0, -1, 2**31, file size, ...) written over size and address fields;
+- bit flips inside the stored data of each dataset;
+- the semantic cases of tests/test_fuzz.py (wrong types, shapes, values, frames, links, storage
+  kinds, versions) and random mutations of the metadata JSON, masks, offsets and quantization,
+  written with h5py as well-formed HDF5.
+
+Every file is read by ``fredset.read_file`` in a separate worker process (a pool of persistent
+workers, ``--workers`` of them, each reading one file at a time), so that a crash or hang in libhdf5
+costs one worker, not the report. Outcomes: ``ok`` (read), ``FredsetError`` (refused, as it should
+be), ``other exception`` (a reader bug: another type escaped), ``crash`` (the worker died: signal or
+exit code) and ``hang`` (no answer within ``--timeout`` seconds). A worker is replaced after any
+outcome other than ok/FredsetError, so libhdf5's global state cannot carry over. The workers also
+report how much their peak resident memory grew while reading each file.
+
+Files with a bad outcome are written to ``<out folder>/fuzz_failures/`` for replay
+(``python -c "import fredset; fredset.read_file('...')"``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import select
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HEADER_SIZE = 512
+GOOD = ("ok", "FredsetError")
+OUTCOMES = ("ok", "FredsetError", "other exception", "crash", "hang")
+LARGE_GROWTH_KIB = 256 * 1024  # report files whose reading grew the peak resident size by more
+
+
+# -- worker --------------------------------------------------------------------------------------
+
+def _proc_status(field: str) -> int:
+    try:
+        with open("/proc/self/status") as stream:
+            return next(int(line.split()[1]) for line in stream if line.startswith(field + ":"))
+    except (OSError, StopIteration, ValueError):
+        return -1
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as stream:
+            stream.write("5")  # the peak resident size (VmHWM) restarts from the current size
+        return True
+    except OSError:
+        return False
+
+
+def worker_main(memory_limit_mb: int) -> None:
+    """Read length-prefixed files from stdin; answer one JSON line each on the original stdout."""
+    channel = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)  # anything libraries print goes to stderr, never into the answers
+    sys.stdout = sys.stderr
+    if memory_limit_mb > 0:
+        import resource
+        limit = memory_limit_mb * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    import fredset
+
+    source = sys.stdin.buffer
+    channel.write(b'{"ready": true}\n')
+    while True:
+        prefix = source.read(8)
+        if len(prefix) < 8:
+            return
+        (size,) = struct.unpack("<Q", prefix)
+        data = source.read(size)
+        can_measure = _reset_peak()
+        before = _proc_status("VmRSS")
+        start = time.perf_counter()
+        try:
+            fredset.read_file(data)
+            answer: dict[str, Any] = {"outcome": "ok"}
+        except fredset.FredsetError as error:
+            answer = {"outcome": "FredsetError", "message": str(error)[:300]}
+        except BaseException as error:  # noqa: BLE001 - this is what the report looks for
+            answer = {"outcome": "other exception", "type": f"{type(error).__module__}.{type(error).__qualname__}",
+                      "message": str(error)[:300],
+                      "traceback": "".join(traceback.format_exception(error)[-4:])[-1500:]}
+        answer["seconds"] = round(time.perf_counter() - start, 4)
+        answer["rss_growth_kib"] = _proc_status("VmHWM") - before if can_measure and before >= 0 else None
+        channel.write(json.dumps(answer).encode() + b"\n")
+
+
+class Worker:
+    """One persistent reader process; replaced after a crash, a hang or an unexpected exception."""
+
+    def __init__(self, log_path: Path, memory_limit_mb: int) -> None:
+        self.log_path = log_path
+        self.memory_limit_mb = memory_limit_mb
+        self.process: subprocess.Popen | None = None
+        self.log = open(log_path, "ab")
+        self.restarts = -1
+        self._buffer = b""
+
+    def start(self) -> None:
+        self.stop()
+        self.restarts += 1
+        self.process = subprocess.Popen([sys.executable, __file__, "--worker", "--memory-limit-mb",
+                                         str(self.memory_limit_mb)],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log)
+        self._buffer = b""
+        ready = self._line(300)
+        if ready is None or not json.loads(ready).get("ready"):
+            raise RuntimeError(f"a worker did not start (see {self.log_path})")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.kill()
+            self.process.wait()
+            for stream in (self.process.stdin, self.process.stdout):
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+            self.process = None
+
+    def _line(self, timeout: float) -> bytes | None:
+        """The next answer line, or None at end of file or after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        descriptor = self.process.stdout.fileno()
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([descriptor], [], [], left)[0]:
+                return None
+            chunk = os.read(descriptor, 65536)
+            if not chunk:
+                return None
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line
+
+    def read(self, data: bytes, timeout: float) -> dict[str, Any]:
+        if self.process is None:
+            self.start()
+        log_offset = self.log.tell()
+        start = time.monotonic()
+        try:
+            self.process.stdin.write(struct.pack("<Q", len(data)) + data)
+            self.process.stdin.flush()
+            line = self._line(timeout)
+        except (BrokenPipeError, OSError):
+            line = None
+        if line is not None:
+            answer = json.loads(line)
+            if answer["outcome"] not in GOOD or (answer.get("rss_growth_kib") or 0) > LARGE_GROWTH_KIB:
+                self.stop()
+            return answer
+        elapsed = time.monotonic() - start
+        try:  # end of file before the timeout: the worker is dying; collect its exit status
+            code = self.process.wait(timeout=max(timeout - elapsed, 0) + 5) if elapsed < timeout \
+                else self.process.poll()
+        except subprocess.TimeoutExpired:
+            code = None
+        self.stop()
+        self.log.flush()
+        with open(self.log_path, "rb") as log:
+            log.seek(log_offset)
+            stderr_tail = log.read()[-1500:].decode("utf-8", "replace")
+        if code is None:
+            return {"outcome": "hang", "seconds": round(elapsed, 2), "stderr_tail": stderr_tail}
+        name = signal.Signals(-code).name if code < 0 else None
+        return {"outcome": "crash", "returncode": code, "signal": name, "seconds": round(elapsed, 2),
+                "stderr_tail": stderr_tail}
+
+    def close(self) -> None:
+        self.stop()
+        self.log.close()
+
+
+# -- the valid files and their structure ----------------------------------------------------------
+
+def base_files() -> dict[str, bytes]:
+    import torch
+
+    import fredset
+    from fredset.format import to_bytes
+
+    def artifact(channels: int, size: tuple[int, int], k: int, counts: list[int], seed: int) -> fredset.Artifact:
+        generator = torch.Generator().manual_seed(seed)
+        plane = size[0] * size[1]
+        masks = torch.stack([torch.sort(torch.randperm(plane, generator=generator)[:k]).values for _ in counts])
+        coefficients = [torch.randn(n, channels, k, generator=generator) * 3 for n in counts]
+        return fredset.Artifact(coefficients=coefficients, masks=masks,
+                                classes=[f"class-{i}" for i in range(len(counts))], image_size=size,
+                                mean=[0.5] * channels, std=[0.25] * channels, dataset="fuzz",
+                                provenance={"created": "2024-01-02T03:04:05Z", "seed": seed})
+
+    bases = {
+        "gray-float32": to_bytes(artifact(1, (8, 8), 6, [2, 3, 1], 0), encoding="float32", level=3),
+        "gray-int8": to_bytes(artifact(1, (5, 7), 9, [1, 4], 1), encoding="int8", level=3),
+        "rgb-float16": to_bytes(artifact(3, (6, 6), 7, [3, 1, 2, 1], 2), encoding="float16", level=3),
+        "rgb-int8-noshuffle": to_bytes(artifact(3, (4, 4), 5, [2, 1, 3], 3), encoding="int8", shuffle=False,
+                                       level=3),
+    }
+    # The same content with the newest HDF5 structures (superblock v3, object header v2 with
+    # checksums, compact link storage): another writer could produce these, and libhdf5 parses them
+    # with different code.
+    for name in ("gray-float32", "rgb-int8-noshuffle"):
+        bases[f"{name}-latest"] = build_file(parts_of(bases[name]), libver="latest")
+    return bases
+
+
+@dataclass
+class Structure:
+    """Byte ranges [start, end) of the parts of a valid file worth aiming at."""
+
+    superblock: tuple[int, int]
+    object_headers: list[tuple[int, int]]
+    group_nodes: list[tuple[int, int]]  # B-tree, local heap, symbol-table node, link names
+    data: list[tuple[int, int]]
+
+
+def structure_of(data: bytes) -> Structure:
+    import io
+
+    import h5py
+
+    headers, stored = [], []
+    with h5py.File(io.BytesIO(data), "r") as handle:
+        root = h5py.h5o.get_info(handle.id).addr + HEADER_SIZE
+        headers.append((root, root + 120))
+        for name in handle:
+            dataset = handle[name]
+            info = h5py.h5o.get_info(dataset.id)
+            start = info.addr + HEADER_SIZE
+            headers.append((start, start + max(info.hdr.space.total, 64)))
+            offset = dataset.id.get_offset()
+            if offset is not None:
+                stored.append((offset, offset + dataset.id.get_storage_size()))
+    nodes = []
+    signatures = ((b"TREE", 48), (b"HEAP", 32), (b"SNOD", 8 + 40 * 8), (b"OHDR", 64), (b"OCHK", 64),
+                  (b"FRHP", 64), (b"FHDB", 64), (b"FHIB", 64), (b"BTHD", 48), (b"BTIN", 48), (b"BTLF", 48),
+                  (b"FSHD", 64), (b"FSSE", 64), (b"GCOL", 64))
+    for signature, length in signatures:
+        position = data.find(signature, HEADER_SIZE)
+        while position >= 0:
+            nodes.append((position, min(position + length, len(data))))
+            position = data.find(signature, position + 1)
+    for name in (b"metadata", b"masks", b"coefficient_offsets", b"coefficients", b"quantization"):
+        position = data.find(name, HEADER_SIZE)
+        if position >= 0:
+            nodes.append((max(position - 8, HEADER_SIZE), position + len(name) + 8))
+    superblock = (HEADER_SIZE, HEADER_SIZE + 96 + 40)  # v0 superblock and the root's symbol table entry (v3: 48 bytes)
+    return Structure(superblock, headers, nodes, stored)
+
+
+# -- mutations -----------------------------------------------------------------------------------
+
+def interesting_integer(rng: random.Random, width: int, payload_length: int) -> bytes:
+    top = 2 ** (8 * width)
+    value = rng.choice([0, 1, 2, 7, 8, 0xFF, top - 1, top - 2, top // 2 - 1, top // 2, payload_length,
+                        payload_length + 1, payload_length - 1, payload_length + HEADER_SIZE,
+                        rng.randrange(top), rng.randrange(min(top, 4096))]) % top
+    return value.to_bytes(width, "little")
+
+
+def damage(rng: random.Random, data: bytearray, start: int, end: int) -> None:
+    """One local mutation inside [start, end) of ``data``."""
+    end = min(end, len(data))
+    if end <= start:
+        return
+    position = rng.randrange(start, end)
+    choice = rng.random()
+    if choice < 0.45:
+        for _ in range(rng.randint(1, 3)):
+            spot = rng.randrange(start, end)
+            data[spot] ^= 1 << rng.randrange(8)
+    elif choice < 0.8:
+        width = rng.choice([1, 2, 4, 8])
+        data[position:position + width] = interesting_integer(rng, width, len(data) - HEADER_SIZE)
+    else:
+        run = rng.randint(1, 16)
+        fill = rng.choice([b"\x00", b"\xff", None])
+        data[position:position + run] = fill * run if fill else rng.randbytes(run)
+
+
+def with_checksum(data: bytes | bytearray) -> bytes:
+    from fredset.format.header import pack_header
+
+    payload = bytes(data[HEADER_SIZE:])
+    return pack_header(payload) + payload
+
+
+def byte_mutation(rng: random.Random, kind: str, base: bytes, structure: Structure) -> bytes:
+    data = bytearray(base)
+    if kind == "bit flips":
+        for _ in range(rng.randint(1, 4)):
+            spot = rng.randrange(HEADER_SIZE, len(data))
+            data[spot] ^= 1 << rng.randrange(8)
+    elif kind == "byte overwrites":
+        for _ in range(rng.randint(1, 3)):
+            run = rng.randint(1, 16)
+            spot = rng.randrange(HEADER_SIZE, len(data))
+            data[spot:spot + run] = rng.randbytes(run) if rng.random() < 0.6 else bytes([rng.choice((0, 255))]) * run
+    elif kind == "truncation":
+        del data[rng.randrange(HEADER_SIZE, len(data)):]
+    elif kind == "extension":
+        data += rng.randbytes(rng.randint(1, 4096)) if rng.random() < 0.5 else bytes(rng.randint(1, 4096))
+    elif kind == "insert/delete":
+        spot = rng.randrange(HEADER_SIZE, len(data))
+        if rng.random() < 0.5:
+            data[spot:spot] = rng.randbytes(rng.randint(1, 64))
+        else:
+            del data[spot:spot + rng.randint(1, 64)]
+    else:
+        regions = {"superblock": [structure.superblock], "object headers": structure.object_headers,
+                   "group structure": structure.group_nodes, "stored data": structure.data}[kind]
+        for _ in range(rng.randint(1, 2)):
+            damage(rng, data, *rng.choice(regions))
+    return with_checksum(data)
+
+
+# h5py-built variants: the semantic cases of tests/test_fuzz.py and random ones
+
+def parts_of(data: bytes) -> dict[str, Any]:
+    import io
+
+    import h5py
+
+    with h5py.File(io.BytesIO(data), "r") as handle:
+        return {name: handle[name][()] for name in handle}
+
+
+def build_file(arrays: dict[str, Any], version: tuple[int, int] = (1, 0), tweak=None,
+               libver: str | None = None) -> bytes:
+    import io
+
+    import h5py
+
+    from fredset.format.header import pack_header
+
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w", userblock_size=HEADER_SIZE, libver=libver) as handle:
+        for name, value in arrays.items():
+            handle.create_dataset(name, data=value)
+        if tweak is not None:
+            tweak(handle)
+    payload = buffer.getvalue()[HEADER_SIZE:]
+    return pack_header(payload, version) + payload
+
+
+def frames_of(arrays: dict[str, Any]) -> list[bytes]:
+    stream, offsets = arrays["coefficients"].tobytes(), arrays["coefficient_offsets"]
+    return [stream[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
+
+
+def with_frames(arrays: dict[str, Any], frames: list[bytes]) -> dict[str, Any]:
+    import numpy as np
+
+    return {**arrays, "coefficients": np.frombuffer(b"".join(frames), dtype="u1"),
+            "coefficient_offsets": np.cumsum([0] + [len(f) for f in frames]).astype("<u8")}
+
+
+def zstd_frame(content_size: int | None, payload: bytes = b"abc", last: bool = False) -> bytes:
+    descriptor, field = (0x00, b"") if content_size is None else (0xC0, content_size.to_bytes(8, "little"))
+    block = ((len(payload) << 3) | int(last)).to_bytes(3, "little") + payload
+    return b"\x28\xb5\x2f\xfd" + bytes([descriptor, 0x00]) + field + block
+
+
+def semantic_cases(bases: dict[str, bytes]) -> list[tuple[str, bytes]]:
+    """The hand-written cases of tests/test_fuzz.py, part c (a representative subset)."""
+    import h5py
+    import numpy as np
+    import zstandard
+
+    from fredset.format.codec import encode_block
+
+    gray, int8 = parts_of(bases["gray-float32"]), parts_of(bases["gray-int8"])
+    document = json.loads(bytes(gray["metadata"]))
+    frames = frames_of(gray)
+    expected0 = document["instances_per_class"][0] * document["image"]["channels"] * document["k"] * 4
+
+    def meta(**fields: Any) -> Any:
+        return np.frombuffer(json.dumps({**document, **fields}).encode(), dtype="u1")
+
+    def swap(name: str, value: Any) -> dict[str, Any]:
+        arrays = dict(gray)
+        if value is None:
+            arrays.pop(name)
+        else:
+            arrays[name] = value
+        return arrays
+
+    def set_item(array: Any, index: Any, value: Any) -> Any:
+        array = array.copy()
+        array[index] = value
+        return array
+
+    def frame0(frame: bytes) -> dict[str, Any]:
+        return with_frames(gray, [frame] + frames[1:])
+
+    def recompress(raw: bytes, content_size: bool = True) -> bytes:
+        return zstandard.ZstdCompressor(level=3, write_content_size=content_size).compress(raw)
+
+    raw0 = zstandard.ZstdDecompressor().decompress(frames[0])
+
+    def replace(name: str, **options: Any):
+        def tweak(handle: h5py.File) -> None:
+            data = handle[name][()]
+            del handle[name]
+            handle.create_dataset(name, data=data, **options)
+        return tweak
+
+    def external(handle: h5py.File) -> None:
+        size = handle["coefficients"].shape[0]
+        del handle["coefficients"]
+        handle.create_dataset("coefficients", shape=(size,), dtype="u1", external=[("missing.bin", 0, size)])
+
+    def virtual(handle: h5py.File) -> None:
+        size = handle["coefficients"].shape[0]
+        del handle["coefficients"]
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_obj_track_times(False)  # h5py's create_virtual_dataset stamps the time: not reproducible
+        space = h5py.h5s.create_simple((size,))
+        dcpl.set_virtual(space, b"other.h5", b"source", h5py.h5s.create_simple((size,)))
+        h5py.h5d.create(handle.id, b"coefficients", h5py.h5t.STD_U8LE, space, dcpl=dcpl)
+
+    def vlen_metadata(handle: h5py.File) -> None:
+        del handle["metadata"]
+        handle.create_dataset("metadata", data=json.dumps(document), dtype=h5py.string_dtype())
+
+    masks, offsets = gray["masks"], gray["coefficient_offsets"]
+    cases = {
+        "masks float64": swap("masks", masks.astype("<f8")),
+        "masks big-endian": swap("masks", masks.astype(">u4")),
+        "masks transposed": swap("masks", np.ascontiguousarray(masks.T)),
+        "mask index out of range": swap("masks", set_item(masks, (0, -1), 64)),
+        "mask index repeated": swap("masks", set_item(masks, (0, 1), masks[0, 0])),
+        "mask indices unsorted": swap("masks", set_item(masks, 2, masks[2, ::-1])),
+        "offsets int8": swap("coefficient_offsets", offsets.astype("i1")),
+        "offsets not from 0": swap("coefficient_offsets", set_item(offsets, 0, 1)),
+        "offsets decreasing": swap("coefficient_offsets", set_item(offsets, 1, offsets[2] + 1)),
+        "offsets not ending at the stream length": swap("coefficient_offsets", set_item(offsets, -1, offsets[-1] - 1)),
+        "offsets 2**64-1": swap("coefficient_offsets", set_item(offsets, -1, 2**64 - 1)),
+        "metadata missing": swap("metadata", None),
+        "masks missing": swap("masks", None),
+        "coefficients missing": swap("coefficients", None),
+        "offsets missing": swap("coefficient_offsets", None),
+        "quantization missing": {k: v for k, v in int8.items() if k != "quantization"},
+        "quantization NaN": {**int8, "quantization": set_item(int8["quantization"], (0, 0, 0, 0), np.nan)},
+        "extra dataset": swap("extra", np.arange(3)),
+        "frame declares one byte more": frame0(recompress(raw0 + b"\0")),
+        "small frame declaring 2**40 bytes": frame0(zstd_frame(2**40)),
+        "small frame declaring the right size": frame0(zstd_frame(expected0)),
+        "frame with trailing bytes": frame0(frames[0] + b"\0\1\2"),
+        "frame without content size": frame0(recompress(raw0, content_size=False)),
+        "coefficients NaN": frame0(encode_block(np.full(expected0 // 4, np.nan, "<f4"), "float32", True, 3)),
+        "instances_per_class huge": swap("metadata", meta(instances_per_class=[2**24] * 3)),
+        "metadata unknown field (1.0)": swap("metadata", meta(unknown=1)),
+    }
+    built = [(f"semantic: {name}", build_file(arrays)) for name, arrays in cases.items()]
+    tweaks = {
+        "metadata vlen string": vlen_metadata,
+        "root attribute": lambda h: h.attrs.__setitem__("x", 1),
+        "dataset attribute": lambda h: h["masks"].attrs.__setitem__("x", 1),
+        "group": lambda h: h.create_group("g"),
+        "soft link": lambda h: h.__setitem__("alias", h5py.SoftLink("/masks")),
+        "external link": lambda h: h.__setitem__("ext", h5py.ExternalLink("other.h5", "/x")),
+        "chunked": replace("coefficients", chunks=(16,)),
+        "gzip": replace("masks", compression="gzip"),
+        "external storage": external,
+        "virtual dataset": virtual,
+    }
+    built += [(f"semantic: {name}", build_file(gray, tweak=tweak)) for name, tweak in tweaks.items()]
+    built.append(("semantic: major version 2", build_file(gray, version=(2, 0))))
+    newer = {**gray, "future": np.arange(4.0), "metadata": meta(future_field={"x": [1, 2]})}
+    built.append(("semantic: minor version 1.7 with extras (should read)", build_file(newer, version=(1, 7))))
+    return built
+
+
+def random_semantic(rng: random.Random, arrays: dict[str, Any]) -> bytes:
+    """Random values in one dataset of a well-formed file: metadata JSON, masks, offsets, quantization or frames."""
+    import numpy as np
+
+    arrays = dict(arrays)
+    target = rng.choice(["metadata", "metadata", "masks", "coefficient_offsets", "coefficients"]
+                        + (["quantization"] if "quantization" in arrays else []))
+    if target == "metadata":
+        document = json.loads(bytes(arrays["metadata"]))
+        paths = [("k",), ("instances_per_class",), ("image", "channels"), ("image", "height"), ("image", "width"),
+                 ("dataset", "classes"), ("normalization", "mean"), ("normalization", "std"),
+                 ("coefficients", "dtype"), ("coefficients", "shuffle"), ("format",), ("provenance",)]
+        path = rng.choice(paths)
+        holder = document
+        for key in path[:-1]:
+            holder = holder[key]
+        holder[path[-1]] = rng.choice([None, True, 0, -1, 1, 2, 3, 2**24, 2**63, 10**30, 1e308, 1.5, "x", [], {},
+                                       [1] * rng.randint(0, 5), [[[[1]]]], float("nan"), float("inf")])
+        text = json.dumps(document, allow_nan=True)
+        if rng.random() < 0.3:
+            spot = rng.randrange(len(text))
+            text = text[:spot] + rng.choice(["\x00", "NaN", "[" * 5000, "}", "\"", "\\u"]) + text[spot:]
+        raw = text.encode("utf-8", "surrogatepass")
+        if rng.random() < 0.1:
+            raw = raw.replace(b"class", b"\xff\xfe", 1)
+        arrays["metadata"] = np.frombuffer(raw, dtype="u1")
+    elif target == "coefficients":
+        frames = frames_of(arrays)
+        label = rng.randrange(len(frames))
+        frame = bytearray(frames[label])
+        for _ in range(rng.randint(1, 3)):
+            frame[rng.randrange(len(frame))] ^= 1 << rng.randrange(8)
+        frames[label] = bytes(frame)
+        arrays = with_frames(arrays, frames)
+    else:
+        values = arrays[target].copy()
+        flat = values.reshape(-1)
+        index = rng.randrange(flat.size)
+        if values.dtype.kind == "f":
+            flat[index] = rng.choice([np.nan, np.inf, -np.inf, -1.0, 0.0, 3e38, 1e-40])
+        else:
+            top, old = int(np.iinfo(values.dtype).max), int(flat[index])
+            flat[index] = rng.choice([0, 1, (old + 1) % (top + 1), (old - 1) % (top + 1), top])
+        arrays[target] = values
+    return build_file(arrays)
+
+
+@dataclass
+class Case:
+    index: int
+    base: str
+    kind: str
+    data: bytes
+
+
+BYTE_KINDS = {"bit flips": 16, "byte overwrites": 9, "truncation": 5, "extension": 2, "insert/delete": 4,
+              "superblock": 12, "object headers": 20, "group structure": 12, "stored data": 6}
+H5PY_KINDS = {"random semantic": 14}
+
+
+def generate(count: int, seed: int) -> list[Case]:
+    bases = base_files()
+    structures = {name: structure_of(data) for name, data in bases.items()}
+    parts = {name: parts_of(data) for name, data in bases.items()}
+    names = sorted(bases)
+    cases = [Case(i, "gray-float32", kind, data) for i, (kind, data) in enumerate(semantic_cases(bases))][:count]
+    kinds = list(BYTE_KINDS) + list(H5PY_KINDS)
+    weights = list(BYTE_KINDS.values()) + list(H5PY_KINDS.values())
+    for index in range(len(cases), count):
+        rng = random.Random(f"fredset-fuzz:{seed}:{index}")
+        base = rng.choice(names)
+        kind = rng.choices(kinds, weights)[0]
+        if kind == "random semantic":
+            data = random_semantic(rng, parts[base])
+        else:
+            data = byte_mutation(rng, kind, bases[base], structures[base])
+        cases.append(Case(index, base, kind, data))
+    return cases
+
+
+# -- running and reporting -----------------------------------------------------------------------
+
+def run_all(cases: list[Case], workers: int, timeout: float, log_folder: Path,
+            memory_limit_mb: int) -> tuple[list[dict[str, Any]], int]:
+    results: list[dict[str, Any] | None] = [None] * len(cases)
+    queue = iter(range(len(cases)))
+    lock = threading.Lock()
+    pool = [Worker(log_folder / f"fuzz_worker-{n}.log", memory_limit_mb) for n in range(workers)]
+    done = [0]
+
+    def serve(worker: Worker) -> None:
+        while True:
+            with lock:
+                index = next(queue, None)
+            if index is None:
+                return
+            results[index] = worker.read(cases[index].data, timeout)
+            with lock:
+                done[0] += 1
+                if done[0] % 500 == 0:
+                    print(f"  {done[0]}/{len(cases)} files read", file=sys.stderr, flush=True)
+
+    threads = [threading.Thread(target=serve, args=(worker,)) for worker in pool]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    restarts = sum(max(worker.restarts, 0) for worker in pool)
+    for worker in pool:
+        worker.close()
+    return results, restarts  # type: ignore[return-value]
+
+
+def versions() -> dict[str, str]:
+    import platform
+
+    import h5py
+    import numpy
+    import zstandard
+
+    import fredset
+    return {"python": platform.python_version(), "platform": platform.platform(), "fredset": fredset.__version__,
+            "h5py": h5py.version.version, "hdf5": h5py.version.hdf5_version, "numpy": numpy.__version__,
+            "zstandard": zstandard.__version__}
+
+
+def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
+    widths = [max(len(str(row[i])) for row in rows + [header]) for i in range(len(header))]
+    line = lambda row: "  ".join(str(cell).ljust(width) if i == 0 else str(cell).rjust(width)  # noqa: E731
+                                 for i, (cell, width) in enumerate(zip(row, widths)))
+    return "\n".join([line(header), line(tuple("-" * w for w in widths))] + [line(row) for row in rows])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=3000, help="mutated files to read (default 3000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the mutations (default 0)")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds per file before it counts as a hang")
+    parser.add_argument("--workers", type=int, default=2, help="reader processes (default 2)")
+    parser.add_argument("--memory-limit-mb", type=int, default=4096,
+                        help="address-space limit of each worker (0: none; default 4096)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out" / "fuzz_report.json")
+    args = parser.parse_args(argv)
+
+    started = time.perf_counter()
+    out_folder = args.out.parent
+    failures = out_folder / "fuzz_failures"
+    out_folder.mkdir(parents=True, exist_ok=True)
+    print(f"generating {args.count} mutated files (seed {args.seed})...", file=sys.stderr, flush=True)
+    cases = generate(args.count, args.seed)
+    generated = time.perf_counter()
+    print(f"reading them with {args.workers} worker processes (timeout {args.timeout:g} s)...",
+          file=sys.stderr, flush=True)
+    results, restarts = run_all(cases, args.workers, args.timeout, out_folder, args.memory_limit_mb)
+    finished = time.perf_counter()
+
+    counts = Counter(result["outcome"] for result in results)
+    by_kind: dict[str, Counter] = defaultdict(Counter)
+    for case, result in zip(cases, results):
+        by_kind[case.kind if not case.kind.startswith("semantic: ") else "semantic cases"][result["outcome"]] += 1
+
+    def example(case: Case, result: dict[str, Any]) -> dict[str, Any]:
+        saved = failures / f"{case.index:05d}.fredset"
+        failures.mkdir(parents=True, exist_ok=True)
+        saved.write_bytes(case.data)
+        return {"index": case.index, "base": case.base, "kind": case.kind, "file": str(saved), **result}
+
+    others: dict[str, dict[str, Any]] = {}
+    crashes: dict[str, dict[str, Any]] = {}
+    hangs: list[dict[str, Any]] = []
+    large: list[dict[str, Any]] = []
+    semantic_ok = []
+    for case, result in zip(cases, results):
+        outcome = result["outcome"]
+        if outcome == "other exception":
+            entry = others.setdefault(result["type"], {"count": 0, "example": None})
+            entry["count"] += 1
+            entry["example"] = entry["example"] or example(case, result)
+        elif outcome == "crash":
+            key = result["signal"] or f"exit code {result['returncode']}"
+            entry = crashes.setdefault(key, {"count": 0, "example": None})
+            entry["count"] += 1
+            entry["example"] = entry["example"] or example(case, result)
+        elif outcome == "hang":
+            hangs.append(example(case, result))
+        if (result.get("rss_growth_kib") or 0) > LARGE_GROWTH_KIB:
+            large.append({"index": case.index, "kind": case.kind, "rss_growth_kib": result["rss_growth_kib"],
+                          "outcome": outcome})
+        if case.kind.startswith("semantic: ") and (outcome == "ok") != case.kind.endswith("(should read)"):
+            semantic_ok.append({"index": case.index, "kind": case.kind, "outcome": outcome})
+
+    rows = [(name, str(counts[name]), f"{100 * counts[name] / max(len(cases), 1):.1f}%") for name in OUTCOMES]
+    print()
+    print(f"fuzz report: {len(cases)} files, seed {args.seed}, {args.workers} workers, "
+          f"timeout {args.timeout:g} s, HDF5 {versions()['hdf5']}, h5py {versions()['h5py']}")
+    print(table(rows, ("outcome", "count", "percent")))
+    print()
+    kind_rows = [(kind, *(str(by_kind[kind][name]) for name in OUTCOMES)) for kind in
+                 ["semantic cases", *H5PY_KINDS, *BYTE_KINDS] if kind in by_kind]
+    print(table(kind_rows, ("mutation", *OUTCOMES)))
+    if others:
+        print("\nother exceptions (reader bugs: only FredsetError may escape):")
+        for name, entry in others.items():
+            print(f"  {name} x{entry['count']}: e.g. file {entry['example']['index']} ({entry['example']['kind']}): "
+                  f"{entry['example']['message'][:160]}")
+    if crashes:
+        print("\ncrashes (the worker process died):")
+        for name, entry in crashes.items():
+            tail = entry["example"]["stderr_tail"].strip().splitlines()[-1:] or [""]
+            print(f"  {name} x{entry['count']}: e.g. file {entry['example']['index']} ({entry['example']['kind']}) "
+                  f"{tail[0][:160]}")
+    if hangs:
+        print(f"\nhangs (no answer within {args.timeout:g} s): " + ", ".join(
+            f"file {h['index']} ({h['kind']})" for h in hangs[:10]))
+    if large:
+        print(f"\nfiles whose reading grew the peak resident size by more than {LARGE_GROWTH_KIB // 1024} MiB: "
+              + ", ".join(f"{e['index']} ({e['rss_growth_kib'] // 1024} MiB, {e['outcome']})" for e in large[:10]))
+    if semantic_ok:
+        print("\nsemantic cases with an unexpected outcome: "
+              + ", ".join(f"{e['kind']} -> {e['outcome']}" for e in semantic_ok))
+    growth = [r["rss_growth_kib"] for r in results if r.get("rss_growth_kib") is not None]
+    slowest = sorted(((r.get("seconds", 0), c.index, c.kind) for c, r in zip(cases, results)), reverse=True)[:5]
+    print(f"\nworker restarts: {restarts}; largest peak-memory growth while reading: "
+          f"{max(growth, default=0) / 1024:.1f} MiB; slowest read: {slowest[0][0] if slowest else 0:.3f} s")
+    print(f"wall time {finished - started:.1f} s (generating {generated - started:.1f} s, "
+          f"reading {finished - generated:.1f} s)")
+
+    report = {
+        "settings": {"count": args.count, "seed": args.seed, "timeout_s": args.timeout, "workers": args.workers,
+                     "memory_limit_mb": args.memory_limit_mb, "kinds": {**BYTE_KINDS, **H5PY_KINDS},
+                     "semantic_cases": sum(c.kind.startswith("semantic: ") for c in cases)},
+        "versions": versions(),
+        "runtime_s": {"total": round(finished - started, 2), "generate": round(generated - started, 2),
+                      "read": round(finished - generated, 2)},
+        "counts": {name: counts[name] for name in OUTCOMES},
+        "by_mutation": {kind: dict(counter) for kind, counter in by_kind.items()},
+        "other_exceptions": others,
+        "crashes": crashes,
+        "hangs": hangs,
+        "large_allocations": large,
+        "semantic_unexpected": semantic_ok,
+        "worker_restarts": restarts,
+        "max_rss_growth_kib": max(growth, default=None),
+        "slowest": [{"seconds": s, "index": i, "kind": k} for s, i, k in slowest],
+        "fredset_error_examples": _message_examples(cases, results),
+    }
+    args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(f"report written to {args.out}")
+    return 0
+
+
+def _message_examples(cases: list[Case], results: list[dict[str, Any]], per_kind: int = 3) -> dict[str, list[str]]:
+    """A few distinct FredsetError messages per mutation kind, to show what users would read."""
+    examples: dict[str, list[str]] = defaultdict(list)
+    for case, result in zip(cases, results):
+        message = result.get("message")
+        kind = case.kind if not case.kind.startswith("semantic: ") else "semantic cases"
+        if result["outcome"] == "FredsetError" and message not in examples[kind] and len(examples[kind]) < per_kind:
+            examples[kind].append(message)
+    return dict(examples)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        limit = int(sys.argv[3]) if len(sys.argv) > 3 and sys.argv[2] == "--memory-limit-mb" else 0
+        worker_main(limit)
+    else:
+        sys.exit(main())

@@ -1,0 +1,171 @@
+"""The golden vectors of spec/vectors/: fredset and the independent reference decoder
+(spec/reference_decoder.py) both reproduce the expected values, and the vectors are reproducible."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.fft
+import torch
+
+import fredset
+
+SPEC = Path(__file__).resolve().parents[1] / "spec"
+VECTORS = SPEC / "vectors"
+BAD = ["bad-checksum"]
+NAMES = sorted(p.name.removesuffix(".fredset") for p in VECTORS.glob("*.fredset") if p.stem not in BAD)
+
+
+def _module(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+reference = _module("fredset_spec_reference_decoder", SPEC / "reference_decoder.py")
+
+
+def _expected(name: str) -> dict[str, np.ndarray]:
+    with np.load(VECTORS / f"{name}.expected.npz", allow_pickle=False) as archive:
+        return {key: archive[key] for key in archive.files}
+
+
+def _bits(array: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(array, dtype=np.float32).view(np.uint32)
+
+
+def test_the_vector_set_is_complete():
+    assert len(NAMES) >= 5
+    for name in NAMES:
+        assert (VECTORS / f"{name}.expected.npz").is_file()
+    encodings = {reference.read(str(VECTORS / f"{n}.fredset")).metadata["coefficients"]["dtype"] for n in NAMES}
+    assert encodings == {"float32", "float16", "int8"}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fredset_decodes_the_vector(name):
+    expected = _expected(name)
+    path = VECTORS / f"{name}.fredset"
+    artifact, info = fredset.read_file(path)
+    coefficients = torch.cat([c.reshape(c.shape[0], -1) for c in artifact.coefficients]).numpy()
+    assert np.array_equal(_bits(coefficients), _bits(expected["coefficients"].reshape(len(coefficients), -1)))
+    images = artifact.decode().numpy()
+    assert images.dtype == np.float32 and images.shape == expected["images"].shape
+    assert np.abs(images - expected["images"]).max() <= 1e-5
+    assert np.array_equal(artifact.labels.numpy(), expected["labels"])
+    assert info.format_version == "1.0"
+
+    dataset = fredset.FredDataset(path)
+    assert np.abs(dataset.images.numpy() - expected["images"]).max() <= 1e-5
+    assert dataset.targets.dtype == torch.int64
+    assert np.array_equal(dataset.targets.numpy(), expected["labels"])
+    assert len(dataset) == len(expected["labels"])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_reference_decoder_decodes_the_vector(name):
+    expected = _expected(name)
+    path = str(VECTORS / f"{name}.fredset")
+    contents = reference.read(path)
+    coefficients = np.concatenate([c.reshape(c.shape[0], -1) for c in contents.coefficients])
+    assert np.array_equal(_bits(coefficients), _bits(expected["coefficients"].reshape(len(coefficients), -1)))
+    images, labels, metadata = reference.decode(path)
+    assert images.dtype == np.float32 and labels.dtype == np.int64
+    assert np.abs(images - expected["images"]).max() <= 1e-5
+    assert np.array_equal(labels, expected["labels"])
+
+    # ... and it agrees with fredset on everything.
+    artifact, info = fredset.read_file(path)
+    assert metadata == info.metadata
+    assert np.array_equal(contents.masks, artifact.masks.numpy())
+    assert np.abs(images - artifact.decode().numpy()).max() <= 1e-5
+    assert np.array_equal(labels, artifact.labels.numpy())
+
+
+@pytest.mark.parametrize("bad", BAD)
+def test_negative_vectors_are_refused(bad):
+    path = VECTORS / f"{bad}.fredset"
+    with pytest.raises(fredset.FredsetError, match="checksum"):
+        fredset.read_file(path)
+    with pytest.raises(fredset.FredsetError, match="checksum"):
+        fredset.FredDataset(path)
+    with pytest.raises(ValueError, match="checksum"):
+        reference.decode(str(path))
+
+
+def test_reference_decoder_refuses_malformed_headers(tmp_path):
+    data = (VECTORS / f"{NAMES[0]}.fredset").read_bytes()
+    cases = {"truncated": data[:-1], "not-fredset": b"\x89HDF\r\n\x1a\n" + data[8:],
+             "major-2": data[:8] + b"\x02\x00" + data[10:], "short": data[:100]}
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError):
+            reference.decode(str(tmp_path / name))
+        with pytest.raises(fredset.FredsetError):
+            fredset.read_file(tmp_path / name)
+
+
+def test_pixel_space():
+    name = "rgb32-float16"
+    expected = _expected(name)
+    dataset = fredset.FredDataset(VECTORS / f"{name}.fredset", pixel_space=True)
+    images, _, metadata = reference.decode(str(VECTORS / f"{name}.fredset"))
+    pixels = reference.to_pixels(expected["images"], metadata)
+    assert np.abs(dataset.images.numpy() - pixels).max() <= 1e-5
+    assert np.abs(reference.to_pixels(images, metadata) - pixels).max() <= 1e-5
+    assert dataset.images.min() >= 0 and dataset.images.max() <= 1
+
+
+def test_decode_is_scipy_inverse_dct():
+    """The transform of FORMAT.md is scipy's orthonormal DCT-II; a non-square vector pins u*W + v."""
+    name = "gray16x24-float32"
+    expected = _expected(name)
+    contents = reference.read(str(VECTORS / f"{name}.fredset"))
+    height, width = contents.metadata["image"]["height"], contents.metadata["image"]["width"]
+    planes = []
+    for mask, values in zip(contents.masks, contents.coefficients):
+        plane = np.zeros(values.shape[:2] + (height, width))
+        u, v = mask // width, mask % width
+        plane[:, :, u, v] = values
+        planes.append(plane)
+    scipy_images = scipy.fft.idctn(np.concatenate(planes), type=2, norm="ortho", axes=(-2, -1))
+    assert np.abs(scipy_images - expected["images"]).max() <= 1e-6
+    artifact, _ = fredset.read_file(VECTORS / f"{name}.fredset")
+    assert np.abs(scipy_images - artifact.decode().numpy()).max() <= 1e-5
+    # and the forward transform gives the stored coefficients back
+    forward = scipy.fft.dctn(scipy_images, type=2, norm="ortho", axes=(-2, -1)).reshape(len(scipy_images), 1, -1)
+    masks = np.repeat(contents.masks, contents.metadata["instances_per_class"], axis=0)
+    stored = np.take_along_axis(forward, masks[:, None, :], axis=-1)
+    assert np.abs(stored - expected["coefficients"]).max() <= 1e-9
+
+
+def test_vectors_are_reproducible(tmp_path):
+    make_vectors = _module("fredset_spec_make_vectors", SPEC / "make_vectors.py")
+    written = make_vectors.generate(tmp_path / "a")
+    names = sorted(p.name for p in written)
+    assert names == sorted(p.name for p in VECTORS.iterdir() if p.suffix in (".fredset", ".npz"))
+
+    stored_metadata = reference.read(str(VECTORS / f"{NAMES[0]}.fredset")).metadata["provenance"]
+    same_tools = (stored_metadata["toolchain"] == make_vectors.toolchain()
+                  and stored_metadata["library"]["version"] == fredset.__version__)
+    if same_tools:  # the committed files are exactly what the generator writes
+        reference_dir = VECTORS
+    else:  # other libhdf5/libzstd/fredset versions write other bytes; still, two runs must agree
+        reference_dir = tmp_path / "b"
+        make_vectors.generate(reference_dir)
+    for name in names:
+        assert (tmp_path / "a" / name).read_bytes() == (reference_dir / name).read_bytes(), name
+
+
+def test_vectors_readme_lists_every_file():
+    readme = (VECTORS / "README.md").read_text("utf-8")
+    for path in VECTORS.glob("*.fredset"):
+        assert path.name in readme
+    assert json.loads((SPEC / "metadata.schema.json").read_text("utf-8"))["$id"] == "urn:fredset:metadata:1.0"
