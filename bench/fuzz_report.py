@@ -352,20 +352,9 @@ def parts_of(data: bytes) -> dict[str, Any]:
 
 def build_file(arrays: dict[str, Any], version: tuple[int, int] = (1, 0), tweak=None,
                libver: str | None = None) -> bytes:
-    import io
+    from fredset.format import pack_container
 
-    import h5py
-
-    from fredset.format.header import pack_header
-
-    buffer = io.BytesIO()
-    with h5py.File(buffer, "w", userblock_size=HEADER_SIZE, libver=libver) as handle:
-        for name, value in arrays.items():
-            handle.create_dataset(name, data=value)
-        if tweak is not None:
-            tweak(handle)
-    payload = buffer.getvalue()[HEADER_SIZE:]
-    return pack_header(payload, version) + payload
+    return pack_container(arrays, version=version, libver=libver, edit=tweak)
 
 
 def frames_of(arrays: dict[str, Any]) -> list[bytes]:

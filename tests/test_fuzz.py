@@ -36,7 +36,7 @@ from hypothesis import strategies as st
 
 import fredset
 from fredset import FredsetError
-from fredset.format import to_bytes
+from fredset.format import pack_container, to_bytes
 from fredset.format.codec import encode_block
 from fredset.format.header import HEADER_SIZE, pack_header
 from fredset.format.metadata import MAX_METADATA_BYTES, schema
@@ -114,14 +114,7 @@ def build_file(arrays: dict[str, Any], metadata: dict[str, Any] | bytes | str | 
     arrays = dict(arrays)
     if metadata is not None:
         arrays["metadata"] = metadata_array(metadata)
-    buffer = io.BytesIO()
-    with h5py.File(buffer, "w", userblock_size=HEADER_SIZE) as handle:
-        for name, value in arrays.items():
-            handle.create_dataset(name, data=value)
-        if tweak is not None:
-            tweak(handle)
-    payload = buffer.getvalue()[HEADER_SIZE:]
-    return pack_header(payload, version) + payload
+    return pack_container(arrays, version=version, edit=tweak)
 
 
 def outcome(data: bytes, **limits: int) -> str:
@@ -930,16 +923,21 @@ def bomb_file(frame_size: int | None = None) -> bytes:
     return build_file(arrays, metadata=document)
 
 
+def peak_python_allocation(action: Callable[[], object]) -> int:
+    """Peak bytes Python allocated while ``action`` ran (tracemalloc)."""
+    tracemalloc.start()
+    try:
+        action()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 @pytest.mark.parametrize("frame_size", [None, 2**40, 2**62])
 def test_huge_declared_size_is_not_allocated(frame_size):
     data = bomb_file(frame_size)
     assert len(data) < 8192
-    tracemalloc.start()
-    try:
-        refused(data, "/coefficients, class 0")
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    peak = peak_python_allocation(lambda: refused(data, "/coefficients, class 0"))
     assert peak < 4 * 2**20, f"reading a {len(data)}-byte file allocated {peak} bytes"
 
 
@@ -974,11 +972,5 @@ def test_huge_declared_size_is_not_allocated_outside_python(tmp_path):
 def test_huge_counts_are_refused_before_reading_data():
     document = with_metadata(G32, instances_per_class=[2**24] * 3)
     data = build_file(PARTS[G32][0], metadata=document)
-    tracemalloc.start()
-    try:
-        refused(data, "max_decoded_bytes")
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 4 * 2**20
+    assert peak_python_allocation(lambda: refused(data, "max_decoded_bytes")) < 4 * 2**20
     assert struct.unpack_from("<Q", data, 16)[0] == len(data) - HEADER_SIZE  # the header is valid

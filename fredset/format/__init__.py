@@ -2,7 +2,8 @@
 
 from .header import HEADER_SIZE, MAGIC, VERSION
 from .reader import DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_FILE_BYTES, FileInfo, load, read_file
-from .writer import save, to_bytes, write_atomically
+from .writer import pack_container, save, to_bytes, write_atomically
 
 __all__ = ["HEADER_SIZE", "MAGIC", "VERSION", "DEFAULT_MAX_DECODED_BYTES", "DEFAULT_MAX_FILE_BYTES",
-           "FileInfo", "load", "read_file", "save", "to_bytes", "write_atomically"]
+           "FileInfo", "load", "pack_container", "read_file", "save", "to_bytes",
+           "write_atomically"]

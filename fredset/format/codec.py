@@ -3,12 +3,15 @@ shuffle, one zstandard frame per class, with the decompressed size fixed in adva
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import zstandard
 
 from ..errors import FredsetError
 
 ENCODINGS = ("float32", "float16", "int8")
+_PER_THREAD = threading.local()
 _STORED_DTYPE = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2"), "int8": np.dtype("i1")}
 INT8_LIMIT = 127  # int8 codes use -127..127 so the scale is symmetric around the offset
 
@@ -61,6 +64,13 @@ def encode_block(values: np.ndarray, encoding: str, shuffle: bool, level: int) -
     return compressor.compress(raw.tobytes())
 
 
+def _decompressor() -> zstandard.ZstdDecompressor:
+    """One decompression context per thread, reused across frames and files."""
+    if not hasattr(_PER_THREAD, "decompressor"):
+        _PER_THREAD.decompressor = zstandard.ZstdDecompressor()
+    return _PER_THREAD.decompressor
+
+
 def decode_block(frame: bytes, shape: tuple[int, int, int], encoding: str, shuffle: bool,
                  what: str, path: str) -> np.ndarray:
     """One zstd frame -> stored values [n, C, k] (float32 or int8 codes).
@@ -77,15 +87,17 @@ def decode_block(frame: bytes, shape: tuple[int, int, int], encoding: str, shuff
     if declared != expected:
         raise FredsetError(f"{what}: zstd frame declares {declared} bytes, the header implies {expected}"
                            if declared >= 0 else f"{what}: zstd frame does not declare its size", path)
-    decompressor = zstandard.ZstdDecompressor().decompressobj()
+    # Streaming, not one-shot: one-shot allocates the declared size up front, so a corrupt 4 KB
+    # frame declaring gigabytes would cost gigabytes; streaming output grows only with real data.
+    stream = _decompressor().decompressobj()
     try:
-        raw = decompressor.decompress(frame)
+        raw = stream.decompress(frame)
     except zstandard.ZstdError as error:
         raise FredsetError(f"{what}: corrupt zstd frame ({error})", path) from None
-    if len(raw) != expected or not decompressor.eof:
+    if len(raw) != expected or not stream.eof:
         raise FredsetError(f"{what}: zstd frame decompressed to {len(raw)} bytes, expected {expected}", path)
-    if decompressor.unused_data:
-        raise FredsetError(f"{what}: {len(decompressor.unused_data)} stray bytes after the zstd frame", path)
+    if stream.unused_data:
+        raise FredsetError(f"{what}: {len(stream.unused_data)} stray bytes after the zstd frame", path)
     data = np.frombuffer(raw, dtype=np.uint8)
     if shuffle and dtype.itemsize > 1:
         data = unshuffle_bytes(data, dtype.itemsize)

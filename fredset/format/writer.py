@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+from collections.abc import Callable, Mapping
 
 import h5py
 import numpy as np
@@ -12,7 +13,7 @@ import numpy as np
 from ..artifact import Artifact
 from ..errors import FredsetError
 from .codec import ENCODINGS, encode_block, quantize_int8
-from .header import HEADER_SIZE, pack_header
+from .header import HEADER_SIZE, VERSION, pack_header
 from .metadata import build_metadata, encode_metadata, validate_metadata
 
 DEFAULT_LEVEL = 19
@@ -40,16 +41,32 @@ def to_bytes(artifact: Artifact, *, encoding: str = "float32", shuffle: bool = T
         frames.append(encode_block(values, encoding, shuffle, level))
     offsets = np.cumsum([0] + [len(f) for f in frames], dtype="<u8")
 
+    datasets = {
+        "metadata": np.frombuffer(encode_metadata(document), dtype="u1"),
+        "masks": artifact.masks.cpu().numpy().astype("<u4"),
+        "coefficients": np.frombuffer(b"".join(frames), dtype="u1"),
+        "coefficient_offsets": offsets,
+    }
+    if quantization:
+        datasets["quantization"] = np.stack(quantization).astype("<f4")
+    return pack_container(datasets)
+
+
+def pack_container(datasets: Mapping[str, np.ndarray], *, version: tuple[int, int] = VERSION,
+                   libver: str | None = None, edit: Callable[[h5py.File], None] | None = None) -> bytes:
+    """File bytes: ``datasets`` (name -> array, in order) in an HDF5 container behind a fresh header.
+
+    Checks nothing: :func:`to_bytes` builds valid files with it, and the tests and the fuzz report
+    build invalid ones (``edit`` changes the open HDF5 file before the header is computed).
+    """
     buffer = io.BytesIO()
-    with h5py.File(buffer, "w", userblock_size=HEADER_SIZE) as handle:
-        handle.create_dataset("metadata", data=np.frombuffer(encode_metadata(document), dtype="u1"))
-        handle.create_dataset("masks", data=artifact.masks.cpu().numpy().astype("<u4"))
-        handle.create_dataset("coefficients", data=np.frombuffer(b"".join(frames), dtype="u1"))
-        handle.create_dataset("coefficient_offsets", data=offsets)
-        if quantization:
-            handle.create_dataset("quantization", data=np.stack(quantization).astype("<f4"))
+    with h5py.File(buffer, "w", userblock_size=HEADER_SIZE, libver=libver) as handle:
+        for name, values in datasets.items():
+            handle.create_dataset(name, data=values)
+        if edit is not None:
+            edit(handle)
     payload = buffer.getbuffer()[HEADER_SIZE:]
-    return pack_header(payload) + bytes(payload)
+    return pack_header(payload, version) + bytes(payload)
 
 
 def save(artifact: Artifact, path: str | os.PathLike, *, encoding: str = "float32", shuffle: bool = True,
