@@ -7,9 +7,11 @@ FreD's ipc-10 budget) and Fashion-MNIST-shaped (10 x 122 real images, 1x28x28, k
 Baselines, as the reference implementation ships data: torch.save of the decoded float32 images
 (images_best.pt), and that plus its dense float32 mask of the same size (mask.pt).
 
-Load time is measured two ways, each alternating FredDataset and torch.load in the same run:
+Load time is measured three ways, each alternating FredDataset and torch.load in the same run:
 - fresh: one load in a new process (imports done first), the way a training run loads its data
   once; median over --repeats processes each.
+- fresh, file not cached: the same, with the data file (only) dropped from the page cache first
+  (posix_fadvise DONTNEED), as when a job starts on data it has not read recently.
 - warm: the same process loading again and again (the allocator reuses freed memory, so
   torch.load becomes a memcpy); median over 5 x --repeats loads each.
 """
@@ -37,8 +39,12 @@ from fredset import FredDataset  # noqa: E402
 from fredset.format import to_bytes  # noqa: E402
 
 FRESH_LOAD = """
-import sys, time, torch, fredset
-kind, path = sys.argv[1], sys.argv[2]
+import os, sys, time, torch, fredset
+kind, path, cold = sys.argv[1], sys.argv[2], sys.argv[3] == "cold"
+if cold:  # drop this file (only) from the page cache: the data was not read recently
+    descriptor = os.open(path, os.O_RDONLY)
+    os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+    os.close(descriptor)
 start = time.perf_counter()
 if kind == "fredset":
     images = fredset.FredDataset(path).images
@@ -48,9 +54,9 @@ print(time.perf_counter() - start, float(images[0, 0, 0, 0]))
 """
 
 
-def fresh_seconds(kind: str, path: Path) -> float:
-    out = subprocess.run([sys.executable, "-c", FRESH_LOAD, kind, str(path)], capture_output=True, text=True,
-                         check=True)
+def fresh_seconds(kind: str, path: Path, cold: bool = False) -> float:
+    out = subprocess.run([sys.executable, "-c", FRESH_LOAD, kind, str(path), "cold" if cold else "cached"],
+                         capture_output=True, text=True, check=True)
     return float(out.stdout.split()[0])
 
 
@@ -100,10 +106,14 @@ def measure(name: str, artifact: fredset.Artifact, folder: Path, repeats: int) -
         }
 
     path = folder / f"{name}-float32.fredset"
-    fresh_fred, fresh_torch = [], []
+    fresh_fred, fresh_torch, cold_fred, cold_torch = [], [], [], []
+    cold = hasattr(os, "posix_fadvise")
     for _ in range(repeats):  # alternate, so drifts in machine speed hit both alike
         fresh_fred.append(fresh_seconds("fredset", path))
         fresh_torch.append(fresh_seconds("torch", tensor_file))
+        if cold:
+            cold_fred.append(fresh_seconds("fredset", path, cold=True))
+            cold_torch.append(fresh_seconds("torch", tensor_file, cold=True))
     warm_fred = warm_seconds(lambda: FredDataset(path), 5 * repeats)
     warm_torch = warm_seconds(lambda: torch.load(tensor_file), 5 * repeats)
     row["load"] = {
@@ -111,6 +121,9 @@ def measure(name: str, artifact: fredset.Artifact, folder: Path, repeats: int) -
         "fresh_ratio": statistics.median(fresh_fred) / statistics.median(fresh_torch),
         "warm_fredset_s": warm_fred, "warm_torch_load_s": warm_torch, "warm_ratio": warm_fred / warm_torch,
     }
+    if cold:
+        row["load"].update(cold_fredset_s=statistics.median(cold_fred), cold_torch_load_s=statistics.median(cold_torch),
+                           cold_ratio=statistics.median(cold_fred) / statistics.median(cold_torch))
     decode_cpu = warm_seconds(lambda: artifact.decode(), 5 * repeats)
     row["decode_images_per_s"] = {"cpu": artifact.num_instances / decode_cpu}
     if torch.cuda.is_available():
@@ -135,13 +148,18 @@ def print_table(rows: list[dict]) -> None:
             print(f"{'':<16}{encoding:<9}{facts['file_bytes']:>11,}{facts['ratio_vs_torch_save']:>8.1f}"
                   f"{facts['ratio_vs_torch_save_with_mask']:>8.1f}{facts['psnr_db_vs_float32']:>9.1f}")
     print("\nLoad + decode on CPU (ms; FredDataset of the float32 file vs torch.load of the decoded tensor)")
-    print(f"{'artifact':<16}{'fresh fred':>11}{'torch':>8}{'ratio':>7}{'warm fred':>11}{'torch':>8}{'ratio':>7}"
-          f"{'decode img/s':>14}")
+    print(f"{'':<16}{'--- fresh process ---':>26}{'--- fresh, file not cached ---':>32}"
+          f"{'--- warm, same process ---':>28}")
+    print(f"{'artifact':<16}{'fred':>10}{'torch':>9}{'ratio':>7}{'fred':>14}{'torch':>9}{'ratio':>9}"
+          f"{'fred':>12}{'torch':>9}{'ratio':>7}{'decode img/s':>14}")
     for row in rows:
         load = row["load"]
-        print(f"{row['artifact']:<16}{load['fresh_fredset_s'] * 1e3:>11.2f}{load['fresh_torch_load_s'] * 1e3:>8.2f}"
-              f"{load['fresh_ratio']:>7.2f}{load['warm_fredset_s'] * 1e3:>11.2f}{load['warm_torch_load_s'] * 1e3:>8.2f}"
-              f"{load['warm_ratio']:>7.2f}{row['decode_images_per_s']['cpu']:>14,.0f}")
+        cold = (f"{load['cold_fredset_s'] * 1e3:>14.2f}{load['cold_torch_load_s'] * 1e3:>9.2f}"
+                f"{load['cold_ratio']:>9.2f}" if "cold_ratio" in load else f"{'n/a':>32}")
+        print(f"{row['artifact']:<16}{load['fresh_fredset_s'] * 1e3:>10.2f}{load['fresh_torch_load_s'] * 1e3:>9.2f}"
+              f"{load['fresh_ratio']:>7.2f}{cold}{load['warm_fredset_s'] * 1e3:>12.2f}"
+              f"{load['warm_torch_load_s'] * 1e3:>9.2f}{load['warm_ratio']:>7.2f}"
+              f"{row['decode_images_per_s']['cpu']:>14,.0f}")
         if "cuda" in row["decode_images_per_s"]:
             print(f"{'':<16}cuda: decode {row['decode_images_per_s']['cuda']:,.0f} img/s, FredDataset open+decode "
                   f"{load['warm_fredset_cuda_s'] * 1e3:.2f} ms")

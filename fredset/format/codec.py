@@ -104,7 +104,9 @@ def decode_block(frame: bytes, shape: tuple[int, int, int], encoding: str, shuff
     values = data.view(dtype).reshape(shape)
     if encoding == "int8":
         return values
-    values = values.astype(np.float32)
-    if not np.isfinite(values).all():
+    values = values.astype(np.float32, copy=False)  # no copy for float32 on little-endian machines...
+    if not values.flags.writeable:  # ...unless it still views the immutable decompressed bytes
+        values = values.copy()
+    if not np.isfinite(values.sum(dtype=np.float64)):  # exact: a float64 sum of float32 cannot overflow
         raise FredsetError(f"{what}: coefficients hold NaN or infinity", path)
     return values
