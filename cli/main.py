@@ -72,6 +72,155 @@ def inspect(file: str, as_json: bool, grid: str | None, masks: str | None, per_c
     click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
 
 
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise FredsetError(f"--device {device}: CUDA is not available on this machine")
+    return device
+
+
+@cli.command()
+@click.option("--dataset", required=True, metavar="NAME|PATH",
+              help="fashion-mnist, mnist, svhn, cifar10, cifar100, tiny-imagenet, an ImageFolder directory or an .npz.")
+@click.option("--data-root", type=click.Path(file_okay=False), metavar="DIR",
+              help="Where the data lies (else $FREDSET_DATA, /usr/share/datasets, ../shared/data).")
+@click.option("--download", is_flag=True, help="Download through torchvision when it is installed.")
+@click.option("--objective", default="dm", show_default=True, type=click.Choice(["dm"]),
+              help="Distillation objective.")
+@click.option("--parameterization", default="freq", show_default=True, type=click.Choice(["freq", "pixel"]),
+              help="freq: FreD (masked DCT coefficients); pixel: ipc images per class, the baseline.")
+@click.option("--ipc", default=1.0, show_default=True, type=float,
+              help="Storage budget: floats per class / (C*H*W).")
+@click.option("--k", type=int, help="Frequencies kept per class (default H*W/16: 49 at 28x28, 64 at 32x32).")
+@click.option("--iterations", default=1000, show_default=True, type=click.IntRange(0))
+@click.option("--lr", type=float, help="Learning rate (default 1e6 for freq on the reference's DCT scale; 1 pixel).")
+@click.option("--momentum", default=0.5, show_default=True, type=float)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--mask-source", default="init", show_default=True, type=click.Choice(["init", "class"]),
+              help="Rank frequencies on the sampled init images (reference) or the whole class.")
+@click.option("--model", default="convnet", show_default=True, help="Network the objective uses.")
+@click.option("--batch-real", default=256, show_default=True, type=click.IntRange(1),
+              help="Real images per class per iteration.")
+@click.option("--dsa", default="color_crop_cutout_flip_scale_rotate", show_default=True,
+              help="DSA strategy ('none' to disable).")
+@click.option("--bf16/--no-bf16", default=False, show_default=True,
+              help="Embed the real images in bfloat16 (faster on CPUs with bf16 support).")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The .fredset file to write.")
+@click.option("--encoding", default="float32", show_default=True, type=click.Choice(["float32", "float16", "int8"]),
+              help="How coefficients are stored.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Checkpoint file (default OUT.ckpt).")
+@click.option("--checkpoint-every", default=100, show_default=True, type=click.IntRange(0),
+              help="Save a checkpoint every N iterations (0: only at the end).")
+@click.option("--resume", is_flag=True, help="Continue from the checkpoint if there is one.")
+@click.option("--eval-every", default=0, show_default=True, type=click.IntRange(0),
+              help="Evaluate every N iterations (recorded in the file; never used to select).")
+@click.option("--eval-epochs", default=300, show_default=True, type=click.IntRange(1))
+@click.option("--eval-runs", default=1, show_default=True, type=click.IntRange(1))
+@reports_errors
+def distill(dataset: str, data_root: str | None, download: bool, objective: str, parameterization: str,
+            ipc: float, k: int | None, iterations: int, lr: float | None, momentum: float, seed: int,
+            mask_source: str, model: str, batch_real: int, dsa: str, bf16: bool, device: str, out: str,
+            encoding: str, checkpoint: str | None, checkpoint_every: int, resume: bool, eval_every: int,
+            eval_epochs: int, eval_runs: int) -> None:
+    """Distil a dataset into a .fredset file.
+
+    \b
+    Examples:
+      fredset distill --dataset fashion-mnist --ipc 1 --out fmnist-dm-ipc1.fredset
+      fredset distill --dataset fashion-mnist --ipc 1 --iterations 20000 --out full.fredset --resume
+    """
+    import time
+
+    from fredset import save
+    from fredset.data import load_dataset
+    from fredset.distill.loop import DistillConfig
+    from fredset.distill.loop import distill as run_distillation
+
+    device = resolve_device(device)
+    real = load_dataset(dataset, split="train", root=data_root, download=download)
+    config = DistillConfig(dataset=real.name, objective=objective, parameterization=parameterization, ipc=ipc,
+                           k=k, iterations=iterations, lr=lr, momentum=momentum, seed=seed,
+                           mask_source=mask_source, model=model, batch_real=batch_real, dsa=dsa, autocast=bf16)
+    config = config.resolved(real)  # every option checked before anything starts
+    evaluate_synset = None
+    if eval_every:
+        from fredset.evaluate import evaluate as run_evaluation
+
+        test = load_dataset(dataset, split="test", root=data_root, download=download)
+
+        def evaluate_synset(synset, iteration):
+            images = synset.decode().detach()
+            return run_evaluation(images, synset.labels, test, runs=eval_runs, epochs=eval_epochs, seed=seed)
+
+    checkpoint = checkpoint or f"{out}.ckpt"
+    started = time.perf_counter()
+    with click.progressbar(length=iterations, label="distilling", file=sys.stderr, show_pos=True,
+                           item_show_func=lambda text: text) as bar:
+        def on_iteration(iteration: int, loss: float) -> None:
+            speed = (time.perf_counter() - started) / max(iteration - bar.pos, 1)
+            bar.update(iteration - bar.pos, f"loss {loss:.4g}, {speed:.2f} s/it")
+
+        artifact = run_distillation(config, real, device=device, checkpoint=checkpoint,
+                                    checkpoint_every=checkpoint_every, resume=resume, on_iteration=on_iteration,
+                                    evaluate_every=eval_every, evaluate=evaluate_synset)
+    size = save(artifact, out, encoding=encoding)
+    click.echo(f"wrote {out}: {artifact.num_instances} images ({artifact.counts[0]} per class, k {artifact.k}), "
+               f"{size:,} bytes; checkpoint {checkpoint}")
+
+
+@cli.command()
+@click.argument("file", metavar="FILE")
+@click.option("--dataset", metavar="NAME|PATH", help="Test data (default: the dataset named in FILE).")
+@click.option("--data-root", type=click.Path(file_okay=False), metavar="DIR", help="Where the data lies.")
+@click.option("--download", is_flag=True, help="Download through torchvision when it is installed.")
+@click.option("--model", "models", multiple=True, default=["convnet"], show_default=True,
+              help="Network to train (repeat for cross-architecture: convnet, alexnet, vgg11, resnet18).")
+@click.option("--runs", default=5, show_default=True, type=click.IntRange(1), help="Fresh networks per model.")
+@click.option("--epochs", default=1000, show_default=True, type=click.IntRange(1))
+@click.option("--lr", type=float, help="Learning rate (default: the file's recommended lr, else 0.01).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--dsa", default="color_crop_cutout_flip_scale_rotate", show_default=True,
+              help="DSA strategy during training ('none' to disable).")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@reports_errors
+def evaluate(file: str, dataset: str | None, data_root: str | None, download: bool, models: tuple[str, ...],
+             runs: int, epochs: int, lr: float | None, seed: int, dsa: str, device: str, as_json: bool) -> None:
+    """Train fresh networks on FILE's images and report test accuracy (mean +- std over runs).
+
+    The standard protocol: SGD momentum 0.9, weight decay 5e-4, batch 256, lr x0.1 halfway, DSA;
+    accuracy after the last epoch (no selection on the test set).
+    """
+    from fredset import FredDataset
+    from fredset.data import load_dataset
+    from fredset.evaluate import DEFAULT_LR
+    from fredset.evaluate import evaluate as run_evaluation
+
+    data = FredDataset(file, device=resolve_device(device))
+    test = load_dataset(dataset or data.artifact.dataset, split="test", root=data_root, download=download)
+    lr = lr or data.recommended_lr or DEFAULT_LR
+
+    def on_run(model: str, run: int, accuracy: float) -> None:
+        if not as_json:
+            click.echo(f"  {model} run {run + 1}/{runs}: {accuracy:.2f}%", err=True)
+
+    report = run_evaluation(data.images, data.targets, test, models=models, runs=runs, epochs=epochs, lr=lr,
+                            seed=seed, dsa=dsa, on_run=on_run)
+    report["file"] = file
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(f"{file}: {len(data)} images, trained {runs} x {epochs} epochs (lr {lr:g}), tested on "
+               f"{report['protocol']['test_images']} {test.name} test images")
+    for model, result in report["results"].items():
+        click.echo(f"  {model:<10} {result['mean']:.2f} +- {result['std']:.2f} %   "
+                   f"({', '.join(f'{a:.2f}' for a in result['accuracies'])})")
+
+
 def main() -> None:
     cli()
 

@@ -1,0 +1,10 @@
+"""Distillation objectives side by side behind one interface (:class:`Objective`)."""
+
+from __future__ import annotations
+
+from .base import Objective
+from .dm import DistributionMatching
+
+OBJECTIVES = {"dm": DistributionMatching}
+
+__all__ = ["OBJECTIVES", "Objective", "DistributionMatching"]
