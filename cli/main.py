@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from typing import Any, Callable
 
@@ -106,8 +107,8 @@ def resolve_device(device: str) -> str:
               help="Real images per class per iteration.")
 @click.option("--dsa", default="color_crop_cutout_flip_scale_rotate", show_default=True,
               help="DSA strategy ('none' to disable).")
-@click.option("--bf16/--no-bf16", default=False, show_default=True,
-              help="Embed the real images in bfloat16 (faster on CPUs with bf16 support).")
+@click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "bf16", "fp32"]),
+              help="Real-image embedding precision; auto: bf16 where the hardware supports it.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="The .fredset file to write.")
 @click.option("--encoding", default="float32", show_default=True, type=click.Choice(["float32", "float16", "int8"]),
@@ -123,7 +124,7 @@ def resolve_device(device: str) -> str:
 @reports_errors
 def distill(dataset: str, data_root: str | None, download: bool, objective: str, parameterization: str,
             ipc: float, k: int | None, iterations: int, lr: float | None, momentum: float, seed: int,
-            mask_source: str, model: str, batch_real: int, dsa: str, bf16: bool, device: str, out: str,
+            mask_source: str, model: str, batch_real: int, dsa: str, precision: str, device: str, out: str,
             encoding: str, checkpoint: str | None, checkpoint_every: int, resume: bool, eval_every: int,
             eval_epochs: int, eval_runs: int) -> None:
     """Distil a dataset into a .fredset file.
@@ -141,11 +142,17 @@ def distill(dataset: str, data_root: str | None, download: bool, objective: str,
     from fredset.distill.loop import distill as run_distillation
 
     device = resolve_device(device)
+    checkpoint = checkpoint or f"{out}.ckpt"
+    for option, path in (("--out", out), ("--checkpoint", checkpoint)):  # fail now, not after hours of work
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            raise FredsetError(f"{option} {path}: folder {folder} does not exist or is not writable")
     real = load_dataset(dataset, split="train", root=data_root, download=download)
     config = DistillConfig(dataset=real.name, objective=objective, parameterization=parameterization, ipc=ipc,
                            k=k, iterations=iterations, lr=lr, momentum=momentum, seed=seed,
-                           mask_source=mask_source, model=model, batch_real=batch_real, dsa=dsa, autocast=bf16)
-    config = config.resolved(real)  # every option checked before anything starts
+                           mask_source=mask_source, model=model, batch_real=batch_real, dsa=dsa,
+                           autocast="auto" if precision == "auto" else precision == "bf16")
+    config = config.resolved(real, device)  # every option checked before anything starts
     evaluate_synset = None
     if eval_every:
         from fredset.evaluate import evaluate as run_evaluation
@@ -156,7 +163,6 @@ def distill(dataset: str, data_root: str | None, download: bool, objective: str,
             images = synset.decode().detach()
             return run_evaluation(images, synset.labels, test, runs=eval_runs, epochs=eval_epochs, seed=seed)
 
-    checkpoint = checkpoint or f"{out}.ckpt"
     started = time.perf_counter()
     with click.progressbar(length=iterations, label="distilling", file=sys.stderr, show_pos=True,
                            item_show_func=lambda text: text) as bar:
@@ -164,9 +170,14 @@ def distill(dataset: str, data_root: str | None, download: bool, objective: str,
             speed = (time.perf_counter() - started) / max(iteration - bar.pos, 1)
             bar.update(iteration - bar.pos, f"loss {loss:.4g}, {speed:.2f} s/it")
 
-        artifact = run_distillation(config, real, device=device, checkpoint=checkpoint,
-                                    checkpoint_every=checkpoint_every, resume=resume, on_iteration=on_iteration,
-                                    evaluate_every=eval_every, evaluate=evaluate_synset)
+        try:
+            artifact = run_distillation(config, real, device=device, checkpoint=checkpoint,
+                                        checkpoint_every=checkpoint_every, resume=resume, on_iteration=on_iteration,
+                                        evaluate_every=eval_every, evaluate=evaluate_synset)
+        except KeyboardInterrupt:
+            click.echo(f"\ninterrupted; the last checkpoint is {checkpoint}: run the same command with --resume "
+                       "to continue", err=True)
+            sys.exit(130)
     size = save(artifact, out, encoding=encoding)
     click.echo(f"wrote {out}: {artifact.num_instances} images ({artifact.counts[0]} per class, k {artifact.k}), "
                f"{size:,} bytes; checkpoint {checkpoint}")

@@ -141,3 +141,8 @@ def test_long_file_lists_are_summarised_in_provenance():
     short = summarised_source(many)
     assert short["files_count"] == 100 and len(short["files_sha256"]) == 64 and "files" not in short
     assert summarised_source({**many, "files": dict(reversed(list(many["files"].items())))}) == short
+
+
+def test_distill_checks_the_output_folder_before_starting(tmp_path):
+    result = cli_run("distill", "--dataset", "fashion-mnist", "--iterations", 1, "--out", tmp_path / "no" / "x.fredset")
+    assert result.exit_code == 2 and "--out" in result.stderr and "does not exist" in result.stderr
