@@ -133,9 +133,11 @@ def distill(config: DistillConfig, real: Any, *, device: torch.device | str = "c
         if on_iteration is not None:
             on_iteration(state.iteration, loss)
         if evaluate is not None and evaluate_every and state.iteration % evaluate_every == 0:
+            evaluation_started = time.perf_counter()
             result = evaluate(synset, state.iteration)  # None: nothing to record at this iteration
             if result:
                 state.evaluations.append({"iteration": state.iteration, **result})
+            start += time.perf_counter() - evaluation_started  # timings count distillation only
         if checkpoint is not None and checkpoint_every and state.iteration % checkpoint_every == 0:
             save_checkpoint(checkpoint, config, synset, optimizer, generator, objective, state)
     if checkpoint is not None:
