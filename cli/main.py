@@ -89,15 +89,16 @@ def resolve_device(device: str) -> str:
 @click.option("--data-root", type=click.Path(file_okay=False), metavar="DIR",
               help="Where the data lies (else $FREDSET_DATA, /usr/share/datasets, ../shared/data).")
 @click.option("--download", is_flag=True, help="Download through torchvision when it is installed.")
-@click.option("--objective", default="dm", show_default=True, type=click.Choice(["dm"]),
-              help="Distillation objective.")
+@click.option("--objective", default="dm", show_default=True, type=click.Choice(["dm", "dc"]),
+              help="dm: distribution matching; dc: gradient matching.")
 @click.option("--parameterization", default="freq", show_default=True, type=click.Choice(["freq", "pixel"]),
               help="freq: FreD (masked DCT coefficients); pixel: ipc images per class, the baseline.")
 @click.option("--ipc", default=1.0, show_default=True, type=float,
               help="Storage budget: floats per class / (C*H*W).")
 @click.option("--k", type=int, help="Frequencies kept per class (default H*W/16: 49 at 28x28, 64 at 32x32).")
 @click.option("--iterations", default=1000, show_default=True, type=click.IntRange(0))
-@click.option("--lr", type=float, help="Learning rate (default 1e6 for freq on the reference's DCT scale; 1 pixel).")
+@click.option("--lr", type=float, help="Learning rate (default: the published one; freq on the reference's "
+              "DCT scale: DM 1e6, DC 1e3; pixel: DM 1, DC 0.1).")
 @click.option("--momentum", default=0.5, show_default=True, type=float)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--mask-source", default="init", show_default=True, type=click.Choice(["init", "class"]),
@@ -105,8 +106,8 @@ def resolve_device(device: str) -> str:
 @click.option("--model", default="convnet", show_default=True, help="Network the objective uses.")
 @click.option("--batch-real", default=256, show_default=True, type=click.IntRange(1),
               help="Real images per class per iteration.")
-@click.option("--dsa", default="color_crop_cutout_flip_scale_rotate", show_default=True,
-              help="DSA strategy ('none' to disable).")
+@click.option("--dsa", default="auto", show_default=True,
+              help="DSA strategy, 'none', or auto (the reference's: DM color_crop_cutout_flip_scale_rotate, DC none).")
 @click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "bf16", "fp32"]),
               help="Real-image embedding precision; auto: bf16 where the hardware supports it.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")

@@ -39,8 +39,8 @@ def test_dc_lowers_its_distance():
     """Under one fixed network, the summed matching distance falls after a few outer steps."""
     real = fashion_subset()
     synset = init_frequency_synset(real, 1, 64, generator=torch.Generator().manual_seed(0))
-    objective = GradientMatching(real, outer=1, inner=1, batch_real=32, model="convnet")
-    net = init_parameters(build_model("convnet", 1, real.num_classes, (28, 28)), torch.Generator().manual_seed(5))
+    objective = GradientMatching(real, outer=1, inner=1, batch_real=16, model="convnetd2")
+    net = init_parameters(build_model("convnetd2", 1, real.num_classes, (28, 28)), torch.Generator().manual_seed(5))
 
     def distance() -> float:
         return float(objective.loss(synset, net, torch.Generator().manual_seed(9)).detach())
@@ -63,3 +63,19 @@ def test_dc_iteration_runs_outer_and_inner_loops():
     optimizer = torch.optim.SGD(synset.parameters(), lr=1e3, momentum=0.5)
     loss = objective.iteration(synset, optimizer, torch.Generator().manual_seed(1))
     assert loss > 0 and any(not torch.equal(a, b) for a, b in zip(before, synset.parameters()))
+
+
+def test_dc_from_the_command_line(tmp_path):
+    from click.testing import CliRunner
+
+    from fredset import load
+    from fredset_cli.main import cli
+
+    out = tmp_path / "dc.fredset"
+    result = CliRunner().invoke(cli, ["distill", "--dataset", "fashion-mnist", "--objective", "dc", "--ipc", "1",
+                                      "--k", "64", "--iterations", "1", "--batch-real", "4", "--model", "convnetd1",
+                                      "--device", "cpu", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    provenance = load(out).provenance
+    assert provenance["objective"] == "dc" and provenance["hyperparameters"]["lr"] == 1e3
+    assert provenance["hyperparameters"]["dsa"] is None and provenance["hyperparameters"]["outer_loop"] == 1

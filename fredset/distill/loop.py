@@ -28,7 +28,7 @@ CITATION = ("@inproceedings{shin2023fred, title={Frequency Domain-based Dataset 
 
 # Published learning rates. For "freq" they are on the reference's unnormalised-DCT scale, which
 # FrequencySynSet reproduces exactly (see synset.reference_scale).
-DEFAULT_LR = {("dm", "freq"): 1e6, ("dm", "pixel"): 1.0}
+DEFAULT_LR = {("dm", "freq"): 1e6, ("dm", "pixel"): 1.0, ("dc", "freq"): 1e3, ("dc", "pixel"): 0.1}
 CHECKPOINT_VERSION = 1
 
 
@@ -48,7 +48,7 @@ class DistillConfig:
     mask_source: str = "init"
     model: str = "convnet"
     batch_real: int = 256
-    dsa: str = STRATEGY
+    dsa: str = "auto"  # "auto": the reference's choice per objective (DM: STRATEGY, DC: none)
     autocast: bool | str = "auto"  # real-image embedding in bfloat16; "auto": where the CPU/GPU supports it
 
     def resolved(self, real: Any, device: torch.device | str = "cpu") -> DistillConfig:
@@ -71,6 +71,8 @@ class DistillConfig:
             values["k"] = None
         if values["lr"] is None:
             values["lr"] = DEFAULT_LR[(self.objective, self.parameterization)]
+        if values["dsa"] == "auto":
+            values["dsa"] = STRATEGY if OBJECTIVES[self.objective].default_dsa else "none"
         if values["autocast"] == "auto":
             values["autocast"] = bfloat16_is_fast(device)
         return DistillConfig(**values)
@@ -116,8 +118,7 @@ def distill(config: DistillConfig, real: Any, *, device: torch.device | str = "c
         synset = init_pixel_synset(real, config.ipc, generator=generator, device=device)
     optimizer = torch.optim.SGD(synset.parameters(), lr=config.lr, momentum=config.momentum)
     dsa = DSA(config.dsa) if config.dsa and config.dsa != "none" else None
-    objective = OBJECTIVES[config.objective](real, model=config.model, batch_real=config.batch_real, dsa=dsa,
-                                             autocast=config.autocast, device=device)
+    objective = OBJECTIVES[config.objective].from_config(config, real, dsa, device)
     state = RunState()
     if resume and checkpoint is not None and os.path.exists(checkpoint):
         state = load_checkpoint(checkpoint, config, synset, optimizer, generator, objective)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from .base import Objective
+from .dc import GradientMatching
 from .dm import DistributionMatching
 
-OBJECTIVES = {"dm": DistributionMatching}
+OBJECTIVES = {"dc": GradientMatching, "dm": DistributionMatching}
 
-__all__ = ["OBJECTIVES", "Objective", "DistributionMatching"]
+__all__ = ["OBJECTIVES", "Objective", "DistributionMatching", "GradientMatching"]

@@ -19,6 +19,12 @@ class Objective:
     """
 
     name = "objective"
+    default_dsa = True  # whether the reference uses DSA with this objective
+
+    @classmethod
+    def from_config(cls, config: Any, real: Any, dsa: Any, device: torch.device) -> "Objective":
+        """The objective a DistillConfig asks for."""
+        raise NotImplementedError
 
     def iteration(self, synset: SynSet, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> float:
         raise NotImplementedError

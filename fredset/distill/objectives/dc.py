@@ -53,6 +53,13 @@ class GradientMatching(Objective):
     """
 
     name = "dc"
+    default_dsa = False  # the reference DC script never enables DSA
+
+    @classmethod
+    def from_config(cls, config: Any, real: Any, dsa: DSA | None, device: torch.device) -> GradientMatching:
+        outer, inner = loops_for(config.ipc)
+        return cls(real, outer=outer, inner=inner, model=config.model, batch_real=config.batch_real, dsa=dsa,
+                   device=device)
 
     def __init__(self, real: Any, *, outer: int, inner: int, model: str = "convnet", batch_real: int = 256,
                  batch_train: int = 256, lr_net: float = 0.01, dsa: DSA | None = None,

@@ -36,6 +36,11 @@ class DistributionMatching(Objective):
         self.autocast = autocast
         self.device = torch.device(device)
 
+    @classmethod
+    def from_config(cls, config: Any, real: Any, dsa: DSA | None, device: torch.device) -> DistributionMatching:
+        return cls(real, model=config.model, batch_real=config.batch_real, dsa=dsa, autocast=config.autocast,
+                   device=device)
+
     def hyperparameters(self) -> dict[str, Any]:
         return {"model": self.model, "batch_real": self.batch_real,
                 "dsa": self.dsa.strategy if self.dsa is not None else None,
