@@ -101,6 +101,7 @@ def main() -> None:
     parser.add_argument("--timing-iterations", type=int, default=10)
     parser.add_argument("--runs", default=",".join(RUNS), help="comma-separated subset of " + ", ".join(RUNS))
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out" / "dm_bench.json")
+    parser.add_argument("--timing-only", action="store_true", help="only the timing phase; print and exit")
     parser.add_argument("--run", help=argparse.SUPPRESS)
     parser.add_argument("--run-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -111,6 +112,12 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     print(f"timing {args.timing_iterations} iterations of each configuration ...", flush=True)
     seconds = timing(args.timing_iterations)
+    if args.timing_only:
+        for name, value in seconds.items():
+            print(f"{name:<12}{value:.3f} s/iteration  ({value / REFERENCE['seconds_per_iteration']:.2f} x the "
+                  f"reference's {REFERENCE['seconds_per_iteration']} s)")
+        args.out.with_name("dm_bench-timing.json").write_text(json.dumps(seconds, indent=2))
+        return
     results = []
     for name in args.runs.split(","):
         print(f"running {name}: {args.iterations} iterations, then {args.nets} x {args.epochs} epochs ...", flush=True)
