@@ -123,9 +123,12 @@ def test_distill_option_errors_are_one_line(tmp_path, args, message):
 def test_distill_then_evaluate_from_the_command_line(tmp_path, monkeypatch):
     out = tmp_path / "fm.fredset"
     result = cli_run("distill", "--dataset", "fashion-mnist", "--ipc", 1, "--k", 64, "--iterations", 2,
-                     "--batch-real", 8, "--model", "convnetd1", "--device", "cpu", "--out", out)
+                     "--batch-real", 8, "--model", "convnetd1", "--device", "cpu", "--out", out,
+                     "--eval-every", 2, "--eval-epochs", 1)
     assert result.exit_code == 0, result.output
-    assert load(out).counts == [12] * 10
+    distilled = load(out)
+    assert distilled.counts == [12] * 10
+    assert distilled.provenance["evaluation"][0]["iteration"] == 2  # periodic evaluation is recorded
     result = cli_run("evaluate", out, "--runs", 1, "--epochs", 2, "--model", "convnetd1", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
