@@ -9,31 +9,16 @@
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import torch
 
 import fredset
 from fredset import Artifact
-from fredset.data import read_idx
+from fredset.data import load_dataset
 from fredset.dct import dct2
 from fredset.distill.synset import evr_mask
 
-FASHION_MNIST_DIRS = [Path(__file__).resolve().parents[1].parent / "shared/data/fashion-mnist",
-                      Path("/usr/share/datasets/fashion-mnist")]
-FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
-                         "Bag", "Ankle boot"]
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-
-
-def fashion_mnist_root() -> Path:
-    for folder in ([Path(os.environ["FREDSET_DATA"]) / "fashion-mnist"] if "FREDSET_DATA" in os.environ else []) \
-            + FASHION_MNIST_DIRS:
-        if (folder / "train-images-idx3-ubyte.gz").exists():
-            return folder
-    raise SystemExit("Fashion-MNIST not found: expected ../shared/data/fashion-mnist or the Debian package "
-                     "dataset-fashion-mnist (/usr/share/datasets/fashion-mnist)")
 
 
 def _freq_artifact(images_per_class: list[torch.Tensor], k: int, classes: list[str], mean, std,
@@ -51,16 +36,12 @@ def _freq_artifact(images_per_class: list[torch.Tensor], k: int, classes: list[s
 
 def fashion_mnist_artifact(per_class: int, k: int = 64, seed: int = 0) -> Artifact:
     """FreD initialisation from real Fashion-MNIST images (random ``per_class`` per class)."""
-    root = fashion_mnist_root()
-    images = torch.from_numpy(read_idx(root / "train-images-idx3-ubyte.gz")).float().div_(255)
-    labels = torch.from_numpy(read_idx(root / "train-labels-idx1-ubyte.gz")).long()
-    images = ((images - 0.2861) / 0.3530).unsqueeze(1)
+    real = load_dataset("fashion-mnist")  # found as fredset finds it (--data-root order, ../shared/data, ...)
     generator = torch.Generator().manual_seed(seed)
     chosen = []
-    for label in range(10):
-        index = torch.nonzero(labels == label).squeeze(1)
-        chosen.append(images[index[torch.randperm(len(index), generator=generator)[:per_class]]])
-    return _freq_artifact(chosen, k, FASHION_MNIST_CLASSES, (0.2861,), (0.3530,), "fashion-mnist",
+    for label, index in enumerate(real.class_indices()):
+        chosen.append(real.images[index[torch.randperm(len(index), generator=generator)[:per_class]]])
+    return _freq_artifact(chosen, k, list(real.classes), real.mean, real.std, "fashion-mnist",
                           {"objective": None, "parameterization": "freq", "seed": seed,
                            "note": "FreD initialisation (real images), benchmark artifact"})
 
