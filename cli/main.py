@@ -49,14 +49,26 @@ def inspect(file: str, as_json: bool, grid: str | None, masks: str | None, per_c
     """Show what a .fredset FILE holds: format, dataset, shapes, sizes, provenance.
 
     The file is fully validated first (header, SHA-256, structure, metadata), so a
-    clean report also means the file is intact.
+    clean report also means the file is intact. FILE may also be an expert buffer
+    directory (from fredset buffer): its options, experts and fingerprint are shown.
 
     \b
     Examples:
       fredset inspect data.fredset
       fredset inspect data.fredset --json
       fredset inspect data.fredset --grid images.png --masks masks.png
+      fredset inspect experts/ --json
     """
+    if os.path.isdir(file):
+        from fredset.distill.buffer import ExpertBuffer
+
+        from .report import format_buffer_summary
+
+        if grid or masks:
+            raise FredsetError("--grid and --masks are for .fredset files, not expert buffers", file)
+        summary = ExpertBuffer(file).summary()
+        click.echo(json.dumps(summary, indent=2) if as_json else format_buffer_summary(summary))
+        return
     from fredset import read_file
     from fredset.pictures import class_grid, mask_grid, write_png
 
@@ -231,6 +243,91 @@ def evaluate(file: str, dataset: str | None, data_root: str | None, download: bo
     for model, result in report["results"].items():
         click.echo(f"  {model:<10} {result['mean']:.2f} +- {result['std']:.2f} %   "
                    f"({', '.join(f'{a:.2f}' for a in result['accuracies'])})")
+
+
+@cli.command()
+@click.option("--dataset", required=True, metavar="NAME|PATH",
+              help="fashion-mnist, mnist, svhn, cifar10, cifar100, tiny-imagenet, an ImageFolder directory or an .npz.")
+@click.option("--experts", required=True, type=click.IntRange(1), help="Experts 0..E-1 the buffer should hold.")
+@click.option("--epochs", required=True, type=click.IntRange(1), help="Epochs each expert trains.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), metavar="DIR",
+              help="The buffer directory (created if needed; shared by every process filling it).")
+@click.option("--keep-epochs", type=click.IntRange(0), metavar="K",
+              help="Keep snapshots 0..K only (default: all epochs); TM needs max-start-epoch + expert-epochs.")
+@click.option("--model", default="convnet", show_default=True, help="Network of the experts.")
+@click.option("--lr", default=0.01, show_default=True, type=float, help="Constant SGD learning rate.")
+@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1))
+@click.option("--dsa", default="color_crop_cutout_flip_scale_rotate", show_default=True,
+              help="DSA strategy (per sample, align_corners=True), or 'none'.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0),
+              help="Expert i is seeded with seed * 100003 + i.")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--data-root", type=click.Path(file_okay=False), metavar="DIR",
+              help="Where the data lies (else $FREDSET_DATA, /usr/share/datasets, ../shared/data).")
+@click.option("--download", is_flag=True, help="Download through torchvision when it is installed.")
+@click.option("--no-test", is_flag=True, help="Do not load the test split (no test accuracy is recorded).")
+@reports_errors
+def buffer(dataset: str, experts: int, epochs: int, out: str, keep_epochs: int | None, model: str, lr: float,
+           batch_size: int, dsa: str, seed: int, device: str, data_root: str | None, download: bool,
+           no_test: bool) -> None:
+    """Train expert trajectories for trajectory matching (--objective tm) into DIR.
+
+    Each expert is a network trained from scratch on the real training set (SGD,
+    constant lr, no momentum, no weight decay, DSA per sample); its parameters are
+    saved at initialisation and after every kept epoch, one file per expert. The
+    test accuracy after the last epoch is recorded unless --no-test.
+
+    Finished experts are kept: run the same command again to resume, or run it in
+    several processes (or machines sharing DIR) at once to train experts in
+    parallel; each expert is claimed by a lock file and trained once.
+
+    \b
+    Examples:
+      fredset buffer --dataset fashion-mnist --experts 100 --epochs 50 --out experts/fmnist
+      fredset buffer --dataset fashion-mnist --experts 20 --epochs 20 --keep-epochs 7 --out experts/fmnist-ipc1
+      fredset inspect experts/fmnist
+    """
+    import time
+
+    from fredset.data import load_dataset
+    from fredset.distill.buffer import ExpertBuffer, expert_path, index_ranges, train_experts
+
+    device = resolve_device(device)
+    if keep_epochs is not None and keep_epochs > epochs:
+        raise FredsetError(f"--keep-epochs {keep_epochs} cannot exceed --epochs {epochs}")
+    real = load_dataset(dataset, split="train", root=data_root, download=download)
+    test = None
+    if not no_test:
+        try:
+            test = load_dataset(dataset, split="test", root=data_root, download=download)
+        except FredsetError as error:
+            raise FredsetError(f"{error} (pass --no-test to train without a test set)") from None
+    already = [index for index in range(experts) if expert_path(out, index).exists()]
+    started = time.perf_counter()
+    last = [started]
+
+    def on_epoch(expert: int, epoch: int, loss: float) -> None:
+        now = time.perf_counter()
+        if last[0] == started:  # the options were accepted and training started
+            click.echo(f"buffer {out}: {experts} experts x {epochs} epochs of {model} on {real.name} "
+                       f"({len(real)} images), {device}; {len(already)} already finished", err=True)
+        click.echo(f"  expert {expert} epoch {epoch}/{epochs}: loss {loss:.4f} ({now - last[0]:.2f} s/epoch)",
+                   err=True)
+        last[0] = now
+
+    try:
+        trained = train_experts(real, out, experts=experts, epochs=epochs, keep_epochs=keep_epochs, model=model,
+                                lr=lr, batch_size=batch_size, dsa=dsa, seed=seed, device=device, test=test,
+                                on_epoch=on_epoch)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted; finished experts are kept in {out}: run the same command to continue", err=True)
+        sys.exit(130)
+    finished = set(ExpertBuffer(out).experts)
+    elsewhere = [index for index in range(experts) if index not in finished]
+    click.echo(f"buffer {out}: trained {len(trained)} expert(s) in {time.perf_counter() - started:.1f} s"
+               f"{' (' + index_ranges(trained) + ')' if trained else ''}; {len(already)} already there; "
+               f"{len(finished & set(range(experts)))}/{experts} finished"
+               + (f"; {len(elsewhere)} still being trained by another process" if elsewhere else ""))
 
 
 def main() -> None:

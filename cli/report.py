@@ -78,3 +78,37 @@ def format_report(report: dict[str, Any]) -> str:
         if key in report:
             lines.append(f"  {label:<15} {report[key]}")
     return "\n".join(lines)
+
+
+def format_buffer_summary(summary: dict[str, Any]) -> str:
+    """The text `fredset inspect DIR` prints for an expert buffer (summary from ExpertBuffer.summary())."""
+    from fredset.distill.buffer import index_ranges
+
+    image, training = summary["image"], summary["training"]
+    experts = summary["experts"]
+    losses = [e["final_train_loss"] for e in experts if e["final_train_loss"] is not None]
+    tests = [e["test_accuracy"] for e in experts if e["test_accuracy"] is not None]
+    lines = [
+        f"{summary['path']}: expert buffer ({summary['format']} version {summary['format_version']})",
+        f"  dataset         {summary['dataset']}: {summary['num_images']} images, {image['channels']}x"
+        f"{image['height']}x{image['width']}, {summary['num_classes']} classes",
+        f"  model           {summary['model']}, {summary['parameters']:,} parameters "
+        f"({summary['snapshot_bytes']:,} bytes per snapshot)",
+        f"  training        {training['epochs']} epochs, lr {training['lr']:g}, batch {training['batch_size']}, "
+        f"{training['optimizer']}, dsa {training['dsa']}, seed {training['seed']}",
+        f"  experts         {summary['experts_finished']} of {summary['experts_asked']} finished"
+        + (f" ({index_ranges(summary['finished'])})" if summary["finished"] else "")
+        + (f"; being trained: {index_ranges(summary['in_progress'])}" if summary["in_progress"] else "")
+        + (f"; stale locks (their process died): {index_ranges(summary['stale_locks'])}"
+           if summary.get("stale_locks") else ""),
+        f"  snapshots       epochs 0..{summary['keep_epochs']} ({summary['snapshots_per_expert']} per expert)",
+    ]
+    if losses:
+        lines.append(f"  final loss      mean {sum(losses) / len(losses):.4f} (min {min(losses):.4f}, "
+                     f"max {max(losses):.4f})")
+    if tests:
+        lines.append(f"  test accuracy   mean {100 * sum(tests) / len(tests):.2f}% (min {100 * min(tests):.2f}%, "
+                     f"max {100 * max(tests):.2f}%, {len(tests)} experts)")
+    lines += [f"  size            {summary['bytes']:,} bytes on disk",
+              f"  fingerprint     {summary['fingerprint']}"]
+    return "\n".join(lines)
