@@ -50,7 +50,7 @@ def one_run(name: str, iterations: int, epochs: int, nets: int, out: Path) -> No
     if RUNS[name]["parameterization"] == "freq" and iterations >= REFERENCE["iteration"]:
         points.setdefault(REFERENCE["iteration"], (REFERENCE["nets"], REFERENCE["epochs"]))
 
-    def evaluate_at(synset, iteration):
+    def evaluate_at(synset, iteration, lr=None):
         if iteration not in points:
             return None
         runs, run_epochs = points[iteration]

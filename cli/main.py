@@ -101,8 +101,8 @@ def resolve_device(device: str) -> str:
 @click.option("--data-root", type=click.Path(file_okay=False), metavar="DIR",
               help="Where the data lies (else $FREDSET_DATA, /usr/share/datasets, ../shared/data).")
 @click.option("--download", is_flag=True, help="Download through torchvision when it is installed.")
-@click.option("--objective", default="dm", show_default=True, type=click.Choice(["dm", "dc"]),
-              help="dm: distribution matching; dc: gradient matching.")
+@click.option("--objective", default="dm", show_default=True, type=click.Choice(["dm", "dc", "tm"]),
+              help="dm: distribution matching; dc: gradient matching; tm: trajectory matching (needs --buffer).")
 @click.option("--parameterization", default="freq", show_default=True, type=click.Choice(["freq", "pixel"]),
               help="freq: FreD (masked DCT coefficients); pixel: ipc images per class, the baseline.")
 @click.option("--ipc", default=1.0, show_default=True, type=float,
@@ -110,7 +110,7 @@ def resolve_device(device: str) -> str:
 @click.option("--k", type=int, help="Frequencies kept per class (default H*W/16: 49 at 28x28, 64 at 32x32).")
 @click.option("--iterations", default=1000, show_default=True, type=click.IntRange(0))
 @click.option("--lr", type=float, help="Learning rate (default: the published one; freq on the reference's "
-              "DCT scale: DM 1e6, DC 1e3; pixel: DM 1, DC 0.1).")
+              "DCT scale: DM 1e6, DC 1e3, TM 1e8; pixel: DM 1, DC 0.1, TM 1000).")
 @click.option("--momentum", default=0.5, show_default=True, type=float)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--mask-source", default="init", show_default=True, type=click.Choice(["init", "class"]),
@@ -121,7 +121,19 @@ def resolve_device(device: str) -> str:
 @click.option("--dsa", default="auto", show_default=True,
               help="DSA strategy, 'none', or auto (the reference's: DM color_crop_cutout_flip_scale_rotate, DC none).")
 @click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "bf16", "fp32"]),
-              help="Real-image embedding precision; auto: bf16 where the hardware supports it.")
+              help="DM: real-image embedding precision (auto: bf16 where the hardware supports it); "
+              "TM: unrolled steps (auto: fp32).")
+@click.option("--buffer", "buffer", type=click.Path(file_okay=False), metavar="DIR",
+              help="TM: expert trajectories made by fredset buffer.")
+@click.option("--syn-steps", type=click.IntRange(1), help="TM: unrolled SGD steps per iteration (default: the "
+              "reference's for the dataset and ipc, e.g. Fashion-MNIST 50 at ipc 1).")
+@click.option("--max-start-epoch", type=click.IntRange(1), help="TM: start epochs are drawn below this.")
+@click.option("--expert-epochs", type=click.IntRange(1), help="TM: target = start + this many epochs (default 2).")
+@click.option("--lr-lr", type=float, help="TM: learning rate of the learned step size syn_lr.")
+@click.option("--lr-teacher", type=float, help="TM: initial syn_lr (default 0.01).")
+@click.option("--batch-syn", type=click.IntRange(0), help="TM: synthetic images per unrolled step (0: all).")
+@click.option("--checkpoint-steps", is_flag=True, default=None,
+              help="TM: recompute unrolled steps in the backward pass; memory of one step, ~30% slower.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="The .fredset file to write.")
 @click.option("--encoding", default="float32", show_default=True, type=click.Choice(["float32", "float16", "int8"]),
@@ -137,7 +149,9 @@ def resolve_device(device: str) -> str:
 @reports_errors
 def distill(dataset: str, data_root: str | None, download: bool, objective: str, parameterization: str,
             ipc: float, k: int | None, iterations: int, lr: float | None, momentum: float, seed: int,
-            mask_source: str, model: str, batch_real: int, dsa: str, precision: str, device: str, out: str,
+            mask_source: str, model: str, batch_real: int, dsa: str, precision: str, buffer: str | None,
+            syn_steps: int | None, max_start_epoch: int | None, expert_epochs: int | None, lr_lr: float | None,
+            lr_teacher: float | None, batch_syn: int | None, checkpoint_steps: bool | None, device: str, out: str,
             encoding: str, checkpoint: str | None, checkpoint_every: int, resume: bool, eval_every: int,
             eval_epochs: int, eval_runs: int) -> None:
     """Distil a dataset into a .fredset file.
@@ -146,6 +160,8 @@ def distill(dataset: str, data_root: str | None, download: bool, objective: str,
     Examples:
       fredset distill --dataset fashion-mnist --ipc 1 --out fmnist-dm-ipc1.fredset
       fredset distill --dataset fashion-mnist --ipc 1 --iterations 20000 --out full.fredset --resume
+      fredset buffer --dataset fashion-mnist --experts 10 --epochs 8 --out experts/
+      fredset distill --dataset fashion-mnist --objective tm --buffer experts/ --out fmnist-tm-ipc1.fredset
     """
     import time
 
@@ -164,17 +180,22 @@ def distill(dataset: str, data_root: str | None, download: bool, objective: str,
     config = DistillConfig(dataset=real.name, objective=objective, parameterization=parameterization, ipc=ipc,
                            k=k, iterations=iterations, lr=lr, momentum=momentum, seed=seed,
                            mask_source=mask_source, model=model, batch_real=batch_real, dsa=dsa,
-                           autocast="auto" if precision == "auto" else precision == "bf16")
+                           autocast="auto" if precision == "auto" else precision == "bf16", buffer=buffer,
+                           syn_steps=syn_steps, max_start_epoch=max_start_epoch, expert_epochs=expert_epochs,
+                           lr_lr=lr_lr, lr_teacher=lr_teacher, batch_syn=batch_syn,
+                           checkpoint_steps=checkpoint_steps)
     config = config.resolved(real, device)  # every option checked before anything starts
     evaluate_synset = None
     if eval_every:
+        from fredset.evaluate import DEFAULT_LR as DEFAULT_EVAL_LR
         from fredset.evaluate import evaluate as run_evaluation
 
         test = load_dataset(dataset, split="test", root=data_root, download=download)
 
-        def evaluate_synset(synset, iteration):
+        def evaluate_synset(synset, iteration, lr=None):
             images = synset.decode().detach()
-            return run_evaluation(images, synset.labels, test, runs=eval_runs, epochs=eval_epochs, seed=seed)
+            return run_evaluation(images, synset.labels, test, runs=eval_runs, epochs=eval_epochs, seed=seed,
+                                  lr=lr or DEFAULT_EVAL_LR)
 
     started = time.perf_counter()
     with click.progressbar(length=iterations, label="distilling", file=sys.stderr, show_pos=True,

@@ -13,11 +13,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from .distill.augment import DSA, STRATEGY
 from .errors import FredsetError
-from .models import build_model, init_parameters
+from .models import backward_in_micro_batches, build_model, init_parameters, micro_batch_size
 
 DEFAULT_LR = 0.01
 
@@ -31,6 +30,7 @@ def train_network(images: torch.Tensor, labels: torch.Tensor, *, model: str, num
     net = net.to(device).train()
     optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     labels = labels.to(device)
+    micro_batch = micro_batch_size(images.shape[-2:])
     for epoch in range(epochs):
         if epoch == epochs // 2 and epochs > 1:
             for group in optimizer.param_groups:
@@ -41,9 +41,8 @@ def train_network(images: torch.Tensor, labels: torch.Tensor, *, model: str, num
             batch = images[index]
             if dsa is not None:
                 batch = dsa(batch, generator=generator, siamese=False)
-            loss = F.cross_entropy(net(batch), labels[index])
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            backward_in_micro_batches(net, batch, labels[index], micro_batch)
             optimizer.step()
     return net.eval()
 

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .errors import FredsetError
@@ -258,3 +259,34 @@ def init_parameters(model: nn.Module, generator: torch.Generator) -> nn.Module:
                 module.weight.fill_(1.0)
                 module.bias.fill_(0.0)
     return model
+
+
+# Activation elements per micro-batch: 16 MB in float32, 32 images of ConvNetD3's first 128x32x32 map.
+ACTIVATION_CHUNK = 2**22
+
+
+def micro_batch_size(image_size: Sequence[int], width: int = 128) -> int:
+    """Images per micro-batch whose widest activation (``width`` channels at (H+4)x(W+4)) stays ~16 MB.
+
+    Tensors that size are recycled by the C allocator; a whole batch's (134 MB for 256 images) are
+    mmapped, freed and page-faulted afresh at every step, which cost TM and training here up to half
+    their time (docs/RESULTS.md). None of our networks mixes samples (no batch norm), so splitting a
+    batch changes nothing but rounding.
+    """
+    height, wide = (int(size) for size in image_size)
+    return max(1, ACTIVATION_CHUNK // (width * (height + 4) * (wide + 4)))
+
+
+def backward_in_micro_batches(net: nn.Module, images: torch.Tensor, targets: torch.Tensor,
+                              micro_batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backpropagate the batch's mean cross-entropy micro-batch by micro-batch (the same gradients as one
+    pass); returns the detached mean loss and logits."""
+    total = images.new_zeros(())
+    logits = []
+    for part, part_targets in zip(torch.split(images, micro_batch), torch.split(targets, micro_batch)):
+        output = net(part)
+        loss = F.cross_entropy(output, part_targets, reduction="sum") / len(images)
+        loss.backward()
+        total += loss.detach()
+        logits.append(output.detach())
+    return total, torch.cat(logits)

@@ -42,11 +42,10 @@ from typing import Any
 import h5py
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import FredsetError
 from ..format import write_atomically
-from ..models import build_model, init_parameters
+from ..models import backward_in_micro_batches, build_model, init_parameters, micro_batch_size
 from .augment import DSA, STRATEGY, parse_strategy
 
 try:  # a directory-wide mutex around claims; POSIX only (elsewhere the lock files alone are the protocol)
@@ -427,6 +426,7 @@ def _train_one(index: int, images: torch.Tensor, labels: torch.Tensor, model: st
     net = init_parameters(build_model(model, real.channels, real.num_classes, size), generator)
     net = net.to(device).train()
     optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.0, weight_decay=0.0)
+    micro_batch = micro_batch_size(size)
 
     def snapshot() -> list[torch.Tensor]:
         return [parameter.detach().to("cpu", torch.float32, copy=True) for parameter in net.parameters()]
@@ -445,12 +445,10 @@ def _train_one(index: int, images: torch.Tensor, labels: torch.Tensor, model: st
             if augment is not None:
                 batch = augment(batch, generator=generator, siamese=False)
             target = labels[batch_index]
-            output = net(batch)
-            loss = F.cross_entropy(output, target)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss, output = backward_in_micro_batches(net, batch, target, micro_batch)
             optimizer.step()
-            loss_sum += loss.detach() * len(batch_index)
+            loss_sum += loss * len(batch_index)
             correct += (output.detach().argmax(dim=1) == target).sum()
         train_loss = float(loss_sum) / count
         if not np.isfinite(train_loss):

@@ -20,6 +20,7 @@ from ..errors import FredsetError
 from ..format import write_atomically
 from .augment import DSA, STRATEGY
 from .objectives import OBJECTIVES
+from .objectives.tm import open_buffer, tm_defaults
 from .synset import SynSet, default_k, init_frequency_synset, init_pixel_synset, instances_per_class
 
 CITATION = ("@inproceedings{shin2023fred, title={Frequency Domain-based Dataset Distillation}, "
@@ -28,7 +29,10 @@ CITATION = ("@inproceedings{shin2023fred, title={Frequency Domain-based Dataset 
 
 # Published learning rates. For "freq" they are on the reference's unnormalised-DCT scale, which
 # FrequencySynSet reproduces exactly (see synset.reference_scale).
-DEFAULT_LR = {("dm", "freq"): 1e6, ("dm", "pixel"): 1.0, ("dc", "freq"): 1e3, ("dc", "pixel"): 0.1}
+# TM pixel: MTT's lr_img for CIFAR-10 ipc 1.
+DEFAULT_LR = {("dm", "freq"): 1e6, ("dm", "pixel"): 1.0, ("dc", "freq"): 1e3, ("dc", "pixel"): 0.1,
+              ("tm", "freq"): 1e8, ("tm", "pixel"): 1e3}
+TM_DEFAULT_K = 64  # the reference TM scripts' msz_per_channel
 CHECKPOINT_VERSION = 1
 
 
@@ -49,7 +53,17 @@ class DistillConfig:
     model: str = "convnet"
     batch_real: int = 256
     dsa: str = "auto"  # "auto": the reference's choice per objective (DM: STRATEGY, DC: none)
-    autocast: bool | str = "auto"  # real-image embedding in bfloat16; "auto": where the CPU/GPU supports it
+    autocast: bool | str = "auto"  # DM: real-image embedding in bfloat16 ("auto": where the hardware supports it);
+    # TM: the unrolled steps in bfloat16 ("auto": never)
+    # TM only (None: the reference's value for the dataset and ipc, see objectives.tm.TM_DEFAULTS)
+    buffer: str | None = None
+    syn_steps: int | None = None
+    max_start_epoch: int | None = None
+    expert_epochs: int | None = None
+    lr_lr: float | None = None
+    lr_teacher: float | None = None
+    batch_syn: int | None = None  # images per unrolled step; 0: all
+    checkpoint_steps: bool | None = None  # recompute unrolled steps in the backward pass (memory of one step)
 
     def resolved(self, real: Any, device: torch.device | str = "cpu") -> DistillConfig:
         """A copy with defaults filled in and options checked against the data."""
@@ -61,8 +75,21 @@ class DistillConfig:
             raise FredsetError(f"--iterations must be >= 0, got {self.iterations}")
         height, width = real.image_size
         values = asdict(self)
+        tm_fields = ("buffer", "syn_steps", "max_start_epoch", "expert_epochs", "lr_lr", "lr_teacher", "batch_syn",
+                     "checkpoint_steps")
+        if self.objective == "tm":
+            for name, value in tm_defaults(real.name, self.ipc).items():
+                if name in values and values[name] is None:
+                    values[name] = value
+            values["batch_syn"] = values["batch_syn"] or 0
+            values["checkpoint_steps"] = bool(values["checkpoint_steps"])
+        else:
+            given = [name for name in tm_fields if values[name] is not None]
+            if given:
+                raise FredsetError(f"--{given[0].replace('_', '-')} only applies to --objective tm")
         if self.parameterization == "freq":
-            values["k"] = self.k or default_k(height, width)
+            tm_k = self.objective == "tm" and height * width >= 4 * TM_DEFAULT_K
+            values["k"] = self.k or (TM_DEFAULT_K if tm_k else default_k(height, width))
             instances_per_class(self.ipc, height, width, values["k"])  # refuses n < 2 early
         else:
             if self.ipc != int(self.ipc) or self.ipc < 1:
@@ -73,9 +100,12 @@ class DistillConfig:
             values["lr"] = DEFAULT_LR[(self.objective, self.parameterization)]
         if values["dsa"] == "auto":
             values["dsa"] = STRATEGY if OBJECTIVES[self.objective].default_dsa else "none"
-        if values["autocast"] == "auto":
-            values["autocast"] = bfloat16_is_fast(device)
-        return DistillConfig(**values)
+        if values["autocast"] == "auto":  # TM's unrolled steps stay float32 unless bf16 is asked for
+            values["autocast"] = self.objective != "tm" and bfloat16_is_fast(device)
+        resolved = DistillConfig(**values)
+        if resolved.objective == "tm":
+            open_buffer(resolved, real)  # a wrong buffer fails here, before anything starts
+        return resolved
 
 
 def bfloat16_is_fast(device: torch.device | str = "cpu") -> bool:
@@ -100,13 +130,14 @@ class RunState:
 def distill(config: DistillConfig, real: Any, *, device: torch.device | str = "cpu",
             checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 0, resume: bool = False,
             on_iteration: Callable[[int, float], None] | None = None,
-            evaluate_every: int = 0, evaluate: Callable[[SynSet, int], dict[str, Any]] | None = None) -> Artifact:
+            evaluate_every: int = 0, evaluate: Callable[..., dict[str, Any] | None] | None = None) -> Artifact:
     """Run ``config`` on ``real`` (a fredset.data.RealData train split) and return the Artifact.
 
     With ``checkpoint``, the state is saved there every ``checkpoint_every`` iterations and at the
     end; ``resume=True`` continues from it (same config required; more iterations allowed) and
-    gives the same result as an uninterrupted run on the CPU. ``evaluate(synset, iteration)`` runs
-    every ``evaluate_every`` iterations; it must use its own generator.
+    gives the same result as an uninterrupted run on the CPU. ``evaluate(synset, iteration, lr=...)`` runs
+    every ``evaluate_every`` iterations (``lr``: the objective's recommended learning rate or None); it
+    must use its own generator.
     """
     device = torch.device(device)
     config = config.resolved(real, device)
@@ -135,7 +166,8 @@ def distill(config: DistillConfig, real: Any, *, device: torch.device | str = "c
             on_iteration(state.iteration, loss)
         if evaluate is not None and evaluate_every and state.iteration % evaluate_every == 0:
             evaluation_started = time.perf_counter()
-            result = evaluate(synset, state.iteration)  # None: nothing to record at this iteration
+            # None: nothing to record at this iteration; lr: the learned one (TM) or None
+            result = evaluate(synset, state.iteration, lr=objective.recommended_lr())
             if result:
                 state.evaluations.append({"iteration": state.iteration, **result})
             start += time.perf_counter() - evaluation_started  # timings count distillation only
@@ -163,7 +195,7 @@ def artifact_fields(config: DistillConfig, real: Any, synset: SynSet, objective:
         "source": summarised_source(real.source),
         "device": str(device),
         "final_loss": state.losses[-1] if state.losses else None,
-        "recommended_lr": None,
+        "recommended_lr": objective.recommended_lr(),
     }
     if "SOURCE_DATE_EPOCH" not in os.environ:  # reproducible builds record no wall-clock times
         provenance["timing"] = {"seconds": round(state.seconds, 3),

@@ -5,7 +5,8 @@ from __future__ import annotations
 from .base import Objective
 from .dc import GradientMatching
 from .dm import DistributionMatching
+from .tm import TrajectoryMatching
 
-OBJECTIVES = {"dc": GradientMatching, "dm": DistributionMatching}
+OBJECTIVES = {"dc": GradientMatching, "dm": DistributionMatching, "tm": TrajectoryMatching}
 
-__all__ = ["OBJECTIVES", "Objective", "DistributionMatching", "GradientMatching"]
+__all__ = ["OBJECTIVES", "Objective", "DistributionMatching", "GradientMatching", "TrajectoryMatching"]

@@ -33,6 +33,10 @@ class Objective:
         """What the artifact's provenance records about this objective."""
         return {}
 
+    def recommended_lr(self) -> float | None:
+        """The learning rate to train networks on the result with, when the objective learns one (TM)."""
+        return None
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {}
 
