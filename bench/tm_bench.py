@@ -78,10 +78,13 @@ def timing(iterations: int, out: Path) -> dict:
             "tm syn_steps 10 full batch (target)": dict(syn_steps=10),
             "tm syn_steps 10 --checkpoint-steps": dict(syn_steps=10, checkpoint_steps=True),
             "tm syn_steps 10 --precision bf16": dict(syn_steps=10, autocast=True),
+            "tm syn_steps 10 one batch (no micro-batches)": dict(syn_steps=10),
             "tm syn_steps 50 full batch (default)": dict(syn_steps=50),
         }
         for name, options in variants.items():
             setups[name] = tm_setup(train, buffer, **options)
+            if "no micro-batches" in name:  # the baseline of the micro-batching (same result, 120-image tensors)
+                setups[name][2].micro_batch = 10**9
         for synset, optimizer, objective, generator in setups.values():
             objective.iteration(synset, optimizer, generator)  # warm-up
         times = {name: [] for name in setups}
@@ -104,15 +107,18 @@ def timing(iterations: int, out: Path) -> dict:
 
 # -- memory: one process per setting -------------------------------------------------------------------------
 
-MEMORY = {  # name: (dataset shape, ipc, syn_steps, batch_syn, checkpoint_steps)
+MEMORY = {  # name: (dataset shape, ipc, syn_steps, batch_syn, checkpoint_steps); largest first
+    "fmnist ipc10 syn_steps 60 batch_syn 80": ("fashion-mnist", 10, 60, 80, False),
     "fmnist ipc1 syn_steps 50 full batch": ("fashion-mnist", 1, 50, 0, False),
     "fmnist ipc1 syn_steps 50 full batch --checkpoint-steps": ("fashion-mnist", 1, 50, 0, True),
-    "fmnist ipc10 syn_steps 60 batch_syn 100": ("fashion-mnist", 10, 60, 100, False),
     "fmnist ipc10 syn_steps 60 batch_syn 256 --checkpoint-steps": ("fashion-mnist", 10, 60, 256, True),
-    "cifar10-shaped ipc1 syn_steps 50 full batch --checkpoint-steps": ("cifar10-shaped", 1, 50, 0, True),
     "cifar10-shaped ipc1 syn_steps 10 full batch": ("cifar10-shaped", 1, 10, 0, False),
+    "cifar10-shaped ipc1 syn_steps 50 full batch --checkpoint-steps": ("cifar10-shaped", 1, 50, 0, True),
     "cifar10-shaped ipc10 syn_steps 40 batch_syn 256 --checkpoint-steps": ("cifar10-shaped", 10, 40, 256, True),
 }
+# DC's peak does not grow with its loops (one matching step's graph at a time): ipc 10 runs 2 outer steps with
+# 1 inner epoch between them instead of its 10 x 50 (which take ~20 minutes per iteration here).
+DC_MEMORY = {"dc fmnist ipc1 k 64 (outer 1, inner 1)": 1, "dc fmnist ipc10 k 64 (2 of 10 outer, 1 of 50 inner)": 10}
 
 
 def synthetic_cifar(images: int = 6000):
@@ -128,6 +134,8 @@ def synthetic_cifar(images: int = 6000):
 def memory_one(name: str, out: Path) -> None:
     from fredset.data import load_dataset
 
+    if name in DC_MEMORY:
+        return dc_memory_one(name, out)
     shape, ipc, syn_steps, batch_syn, checkpoint_steps = MEMORY[name]
     train = load_dataset("fashion-mnist") if shape == "fashion-mnist" else synthetic_cifar()
     with tempfile.TemporaryDirectory() as folder:
@@ -145,6 +153,28 @@ def memory_one(name: str, out: Path) -> None:
                                "seconds_first_iteration": round(seconds, 1)}))
 
 
+def dc_memory_one(name: str, out: Path) -> None:
+    from fredset.data import load_dataset
+    from fredset.distill.objectives import GradientMatching
+    from fredset.distill.objectives.dc import loops_for
+    from fredset.distill.synset import init_frequency_synset
+
+    train, ipc = load_dataset("fashion-mnist"), DC_MEMORY[name]
+    generator = torch.Generator().manual_seed(0)
+    synset = init_frequency_synset(train, ipc, 64, generator=generator)
+    outer, inner = loops_for(ipc)
+    outer, inner = min(outer, 2), min(inner, 1)
+    objective = GradientMatching(train, outer=outer, inner=inner)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    objective.iteration(synset, torch.optim.SGD(synset.parameters(), lr=1e3, momentum=0.5), generator)
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out.write_text(json.dumps({"name": name, "images": int(synset.labels.numel()), "outer": outer, "inner": inner,
+                               "peak_rss_gib": round(peak / 2**20, 2), "rss_before_gib": round(before / 2**20, 2),
+                               "seconds_first_iteration": round(seconds, 1)}))
+
+
 def memory(names: list[str], out: Path) -> list[dict]:
     results = []
     for name in names:
@@ -156,14 +186,19 @@ def memory(names: list[str], out: Path) -> list[dict]:
     for r in results:
         if "failed" not in r:
             print(f"{r['name']:<66}{r['images']:>7}{r['peak_rss_gib']:>9.2f}{r['seconds_first_iteration']:>7.1f}")
-    out.with_name("tm_bench-memory.json").write_text(json.dumps({"memory": results, **machine()}, indent=2))
+    path = out.with_name("tm_bench-memory.json")  # merged by name with earlier measurements
+    earlier = json.loads(path.read_text())["memory"] if path.exists() else []
+    merged = {r["name"]: r for r in earlier} | {r["name"]: r for r in results}
+    path.write_text(json.dumps({"memory": list(merged.values()), **machine()}, indent=2))
     return results
 
 
 # -- the short CPU run -------------------------------------------------------------------------------------------
 
-def short_run(out: Path, experts: int, epochs: int, iterations: int, syn_steps: int, nets: int, eval_epochs: int,
-              work: Path) -> dict:
+def short_run(out: Path, experts: int, epochs: int, iterations: int, syn_steps: int | None, nets: int,
+              eval_epochs: int, work: Path, device: str = "cpu", distill_seconds: float = 0) -> dict:
+    """Buffer, then TM from iteration 0 (evaluated as the baseline) to ``iterations`` (or as many as fit in
+    ``distill_seconds``, measured on the first 5 and continued with --resume), each evaluated."""
     from fredset import save
     from fredset.data import load_dataset
     from fredset.distill.buffer import ExpertBuffer, train_experts
@@ -173,7 +208,7 @@ def short_run(out: Path, experts: int, epochs: int, iterations: int, syn_steps: 
     train, test = load_dataset("fashion-mnist"), load_dataset("fashion-mnist", split="test")
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    train_experts(train, work / "buffer", experts=experts, epochs=epochs, test=test,
+    train_experts(train, work / "buffer", experts=experts, epochs=epochs, test=test, device=device,
                   on_epoch=lambda e, t, loss: print(f"expert {e} epoch {t}: loss {loss:.4f} "
                                                     f"({time.perf_counter() - started:.0f} s)", flush=True))
     buffer_seconds = time.perf_counter() - started
@@ -182,24 +217,35 @@ def short_run(out: Path, experts: int, epochs: int, iterations: int, syn_steps: 
     result = {"buffer": {"experts": experts, "epochs": epochs, "seconds": round(buffer_seconds, 1),
                          "test_accuracy": expert_accuracy, "fingerprint": buffer.fingerprint},
               "runs": {}}
-    for label, count in (("iteration 0 (FreD init)", 0), (f"TM {iterations} iterations", iterations)):
+    def progress(i, loss):
+        print(f"TM iteration {i}: loss {loss:.4f} ({time.perf_counter() - started:.0f} s)", flush=True)
+
+    for label, count in (("iteration 0 (FreD init)", 0), ("TM", iterations)):
         config = DistillConfig(dataset="fashion-mnist", objective="tm", ipc=1, k=64, iterations=count,
                                buffer=str(work / "buffer"), syn_steps=syn_steps)
+        checkpoint = work / f"tm-{count}.ckpt"
         started = time.perf_counter()
-        artifact = distill(config, train, on_iteration=lambda i, loss: print(f"TM iteration {i}: loss {loss:.4f} "
-                                                                            f"({time.perf_counter() - started:.0f} s)",
-                                                                            flush=True))
-        distill_seconds = time.perf_counter() - started
+        if count and distill_seconds:  # as many iterations as fit: time the first 5, then resume
+            first = min(5, count)
+            distill(DistillConfig(**{**config.__dict__, "iterations": first}), train, device=device,
+                    checkpoint=checkpoint, on_iteration=progress)
+            per_iteration = (time.perf_counter() - started) / first
+            count = max(first, min(count, int(distill_seconds / per_iteration)))
+            config = DistillConfig(**{**config.__dict__, "iterations": count})
+        artifact = distill(config, train, device=device, checkpoint=checkpoint, checkpoint_every=50,
+                           resume=bool(count and distill_seconds), on_iteration=progress)
+        label = label if not count else f"TM {count} iterations"
+        distill_seconds_used = time.perf_counter() - started
         save(artifact, work / f"tm-{count}.fredset")
         lr = artifact.provenance["recommended_lr"]
-        images = artifact.decode()
+        images = artifact.decode(device=device)
         report = evaluate(images, artifact.labels, test, runs=nets, epochs=eval_epochs, lr=lr, seed=0)
-        result["runs"][label] = {"iterations": count, "distill_seconds": round(distill_seconds, 1),
-                                 "seconds_per_iteration": round(distill_seconds / max(count, 1), 2),
+        result["runs"][label] = {"iterations": count, "distill_seconds": round(distill_seconds_used, 1),
+                                 "seconds_per_iteration": round(distill_seconds_used / max(count, 1), 2),
                                  "final_loss": artifact.provenance["final_loss"], "syn_lr": lr,
                                  "accuracy": report["results"]["convnet"], "eval_protocol": report["protocol"]}
         print(json.dumps(result["runs"][label]), flush=True)
-    result.update(machine(), settings={"experts": experts, "epochs": epochs, "iterations": iterations,
+    result.update(machine(), device=device, settings={"experts": experts, "epochs": epochs, "iterations": iterations,
                                        "syn_steps": syn_steps, "nets": nets, "eval_epochs": eval_epochs,
                                        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)})
     print(f"\nFashion-MNIST TM ipc 1 (k 64, 120 images), buffer {experts} experts x {epochs} epochs "
@@ -227,7 +273,10 @@ def main() -> None:
     parser.add_argument("--experts", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=7)
     parser.add_argument("--iterations", type=int, default=50)
-    parser.add_argument("--syn-steps", type=int, default=20)
+    parser.add_argument("--syn-steps", type=int, default=20, help="0: the reference's (50 at ipc 1)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--distill-seconds", type=float, default=0,
+                        help="stop TM at the iteration that fits this time (0: run --iterations)")
     parser.add_argument("--nets", type=int, default=3)
     parser.add_argument("--eval-epochs", type=int, default=1000)
     parser.add_argument("--work", type=Path, default=OUT.parent / "tm_run")
@@ -240,10 +289,10 @@ def main() -> None:
     if args.timing:
         timing(args.timing_iterations, args.out)
     if args.memory is not None:
-        memory(args.memory or list(MEMORY), args.out)
+        memory(args.memory or [*MEMORY, *DC_MEMORY], args.out)
     if args.run:
-        short_run(args.out, args.experts, args.epochs, args.iterations, args.syn_steps, args.nets, args.eval_epochs,
-                  args.work)
+        short_run(args.out, args.experts, args.epochs, args.iterations, args.syn_steps or None, args.nets,
+                  args.eval_epochs, args.work, args.device, args.distill_seconds)
 
 
 if __name__ == "__main__":

@@ -70,6 +70,10 @@ def format_report(report: dict[str, Any]) -> str:
     ]
     if report["recommended_lr"] is not None:
         lines.append(f"  recommended lr  {report['recommended_lr']:g}")
+    buffer = (provenance.get("hyperparameters") or {}).get("buffer")
+    if isinstance(buffer, dict) and buffer.get("fingerprint"):
+        lines.append(f"  expert buffer   {buffer.get('experts')} experts of {buffer.get('dataset')}, "
+                     f"fingerprint {str(buffer['fingerprint'])[:16]}...")
     for key, label in (("license", "licence"), ("dataset_license", "data licence"), ("citation", "citation")):
         if report[key]:
             text = " ".join(str(report[key]).split())

@@ -242,6 +242,8 @@ def test_tm_from_the_command_line(buffer_dir, npz_toy, tmp_path):
     provenance = load(out).provenance
     assert provenance["objective"] == "tm" and provenance["recommended_lr"] > 0
     assert provenance["hyperparameters"]["buffer"]["fingerprint"] == ExpertBuffer(buffer).fingerprint
+    shown = CliRunner().invoke(cli, ["inspect", str(out)])
+    assert "recommended lr" in shown.output and "expert buffer   1 experts of toy" in shown.output
     missing = CliRunner().invoke(cli, ["distill", "--dataset", str(npz_toy), "--objective", "tm", "--k", "16",
                                        "--out", str(tmp_path / "x.fredset")])
     assert missing.exit_code == 2 and "needs --buffer" in missing.output

@@ -95,16 +95,7 @@ class TrajectoryMatching(Objective):
             raise FredsetError(f"--batch-syn must be >= 0 (0: all images), got {batch_syn}")
         if not lr_lr >= 0 or not lr_teacher > 0:
             raise FredsetError(f"--lr-lr must be >= 0 and --lr-teacher > 0 (got {lr_lr:g}, {lr_teacher:g})")
-        if len(buffer) < 1:
-            raise FredsetError("the expert buffer has no finished expert yet; run fredset buffer first",
-                               getattr(buffer, "directory", None))
-        needed = list(range(max_start_epoch + expert_epochs))  # start epochs 0..max_start-1, targets 2 later
-        missing = sorted(set(needed) - set(buffer.epochs))
-        if missing:
-            raise FredsetError(f"TM with --max-start-epoch {max_start_epoch} and --expert-epochs {expert_epochs} "
-                               f"needs expert snapshots 0..{needed[-1]}, but the buffer lacks {missing}; "
-                               f"make it with --epochs and --keep-epochs >= {needed[-1]}",
-                               getattr(buffer, "directory", None))
+        check_coverage(buffer, max_start_epoch, expert_epochs)
         self.buffer = buffer
         self.fingerprint = buffer.fingerprint  # recorded in provenance and checked on --resume
         manifest = buffer.manifest
@@ -115,7 +106,7 @@ class TrajectoryMatching(Objective):
         self.checkpoint_steps = checkpoint_steps
         self.autocast = autocast
         # The step's mean loss summed over micro-batches: the same value, but small tensors the allocator
-        # recycles (13.6 -> 7.3 s per iteration at Fashion-MNIST ipc 1, syn_steps 10; docs/RESULTS.md).
+        # recycles (13.6 -> 7.1 s per iteration at Fashion-MNIST ipc 1, syn_steps 10; docs/RESULTS.md).
         self.micro_batch = micro_batch_size(manifest["image_size"])
         self.device = torch.device(device)
         self.net = build_model(self.model, int(manifest["channels"]), int(manifest["num_classes"]),
@@ -310,12 +301,19 @@ def open_buffer(config: Any, real: Any) -> Any:
     if config.model != manifest["model"]:
         raise FredsetError(f"--model {config.model} differs from the buffer's experts ({manifest['model']})",
                            config.buffer)
-    needed = config.max_start_epoch + config.expert_epochs - 1
-    missing = sorted(set(range(needed + 1)) - set(buffer.epochs))
-    if missing:
-        raise FredsetError(f"TM with --max-start-epoch {config.max_start_epoch} and --expert-epochs "
-                           f"{config.expert_epochs} needs expert snapshots 0..{needed}, but the buffer lacks "
-                           f"{missing}; make it with --epochs and --keep-epochs >= {needed}", config.buffer)
-    if len(buffer) < 1:
-        raise FredsetError("the expert buffer has no finished expert yet; run fredset buffer first", config.buffer)
+    check_coverage(buffer, config.max_start_epoch, config.expert_epochs)
     return buffer
+
+
+def check_coverage(buffer: Any, max_start_epoch: int, expert_epochs: int) -> None:
+    """The buffer has a finished expert and every snapshot TM will read (starts below max_start_epoch,
+    targets expert_epochs later)."""
+    directory = getattr(buffer, "directory", None)
+    if len(buffer) < 1:
+        raise FredsetError("the expert buffer has no finished expert yet; run fredset buffer first", directory)
+    last = max_start_epoch + expert_epochs - 1
+    missing = sorted(set(range(last + 1)) - set(buffer.epochs))
+    if missing:
+        raise FredsetError(f"TM with --max-start-epoch {max_start_epoch} and --expert-epochs {expert_epochs} "
+                           f"needs expert snapshots 0..{last}, but the buffer lacks {missing}; "
+                           f"make it with --epochs and --keep-epochs >= {last}", directory)
