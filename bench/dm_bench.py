@@ -29,6 +29,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import alternate_iterations  # noqa: E402
+
 RUNS = {
     "freq-bf16": dict(parameterization="freq", k=64, autocast=True),
     "freq-fp32": dict(parameterization="freq", k=64, autocast=False),
@@ -83,13 +86,7 @@ def timing(iterations: int) -> dict[str, float]:
         lr = 1e6 if options["parameterization"] == "freq" else 1.0
         objective = DistributionMatching(train, dsa=DSA(), batch_real=256, autocast=options["autocast"])
         setups[name] = (synset, torch.optim.SGD(synset.parameters(), lr=lr, momentum=0.5), objective, generator)
-        objective.iteration(synset, setups[name][1], generator)  # warm-up
-    times = {name: [] for name in RUNS}
-    for _ in range(iterations):
-        for name, (synset, optimizer, objective, generator) in setups.items():
-            start = time.perf_counter()
-            objective.iteration(synset, optimizer, generator)
-            times[name].append(time.perf_counter() - start)
+    times = alternate_iterations(setups, iterations)
     return {name: statistics.median(values) for name, values in times.items()}
 
 

@@ -29,6 +29,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import alternate_iterations  # noqa: E402
+
 REFERENCE = {"tm_seconds_per_iteration": [11.0, 12.0], "setting": "Fashion-MNIST ipc 1, k 64, 120 images, "
              "syn_steps 10, full batch, anomaly detection on (its cost ~8% here)"}
 OUT = Path(__file__).resolve().parent / "out" / "tm_bench.json"
@@ -85,14 +88,7 @@ def timing(iterations: int, out: Path) -> dict:
             setups[name] = tm_setup(train, buffer, **options)
             if "no micro-batches" in name:  # the baseline of the micro-batching (same result, 120-image tensors)
                 setups[name][2].micro_batch = 10**9
-        for synset, optimizer, objective, generator in setups.values():
-            objective.iteration(synset, optimizer, generator)  # warm-up
-        times = {name: [] for name in setups}
-        for _ in range(iterations):
-            for name, (synset, optimizer, objective, generator) in setups.items():
-                start = time.perf_counter()
-                objective.iteration(synset, optimizer, generator)
-                times[name].append(time.perf_counter() - start)
+        times = alternate_iterations(setups, iterations)
     result = {name: {"median": round(statistics.median(values), 3), "all": [round(v, 3) for v in values]}
               for name, values in times.items()}
     low, high = REFERENCE["tm_seconds_per_iteration"]

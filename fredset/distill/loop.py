@@ -88,6 +88,7 @@ class DistillConfig:
             if given:
                 raise FredsetError(f"--{given[0].replace('_', '-')} only applies to --objective tm")
         if self.parameterization == "freq":
+            # TM keeps the reference's k 64 where an image has room for it (>= 256 pixels), else H*W/16
             tm_k = self.objective == "tm" and height * width >= 4 * TM_DEFAULT_K
             values["k"] = self.k or (TM_DEFAULT_K if tm_k else default_k(height, width))
             instances_per_class(self.ipc, height, width, values["k"])  # refuses n < 2 early
