@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from .dct import decode_classes
@@ -84,7 +85,7 @@ class Artifact:
     @property
     def labels(self) -> torch.Tensor:
         """Hard labels, class-sorted: counts[0] x 0, then counts[1] x 1, ..."""
-        return torch.repeat_interleave(torch.arange(self.num_classes), torch.tensor(self.counts))
+        return torch.from_numpy(np.repeat(np.arange(self.num_classes), self.counts))
 
     @property
     def decoded_bytes(self) -> int:
@@ -131,7 +132,7 @@ class Artifact:
             if block.shape[0] < 1 or block.shape[1:] != (channels, k):
                 raise FredsetError(f"class {label}: coefficients have shape {tuple(block.shape)}, "
                                    f"expected [n >= 1, {channels}, {k}]")
-            if not math.isfinite(block.sum(dtype=torch.float64)):  # exact: float64 cannot overflow here
+            if not all_finite(_numpy(block)):
                 raise FredsetError(f"class {label}: coefficients hold NaN or infinity")
         if not 1 <= channels <= MAX_CHANNELS:
             raise FredsetError(f"channels must be in 1..{MAX_CHANNELS}, got {channels}")
@@ -144,14 +145,26 @@ class Artifact:
             raise FredsetError("dataset name must be a non-empty string")
 
 
-def validate_masks(masks: torch.Tensor, plane_size: int) -> None:
+def validate_masks(masks: torch.Tensor | np.ndarray, plane_size: int) -> None:
     """Each row strictly increasing (so sorted and unique) and inside [0, plane_size)."""
-    if masks.numel() == 0:
+    masks = _numpy(masks)
+    if masks.size == 0:
         raise FredsetError("masks are empty")
     if int(masks.min()) < 0 or int(masks.max()) >= plane_size:
         raise FredsetError(f"mask index out of range 0..{plane_size - 1}")
     if masks.shape[1] > 1 and not bool((masks[:, 1:] > masks[:, :-1]).all()):
         raise FredsetError("mask indices must be strictly increasing within each class (sorted, no repeats)")
+
+
+def all_finite(values: np.ndarray) -> bool:
+    """No NaN or infinity; exact for float32 and float16, whose float64 sum cannot overflow."""
+    with np.errstate(all="ignore"):
+        return math.isfinite(values.sum(dtype=np.float64))
+
+
+def _numpy(values: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Checks run in numpy: on a fresh process each first torch operation costs ~0.2 ms, numpy's ~0.02."""
+    return values if isinstance(values, np.ndarray) else values.detach().cpu().numpy()
 
 
 def to_pixel_space(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

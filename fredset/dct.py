@@ -10,21 +10,20 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from collections.abc import Sequence
+from typing import NamedTuple, TypeVar
+
+import numpy as np
 
 import torch
 
-# Largest IDCT basis block built at once while decoding (bytes); bounds memory for large images.
-_BASIS_BLOCK_BYTES = 64 * 2**20
-
-
 @functools.lru_cache(maxsize=64)
 def _cached_matrix(n: int, device: str, dtype: torch.dtype) -> torch.Tensor:
-    u = torch.arange(n, dtype=torch.float64).unsqueeze(1)
-    x = torch.arange(n, dtype=torch.float64).unsqueeze(0)
-    matrix = torch.cos(math.pi * (2 * x + 1) * u / (2 * n)) * math.sqrt(2.0 / n)
+    u, x = np.arange(n)[:, None], np.arange(n)[None, :]
+    matrix = np.cos(math.pi * (2 * x + 1) * u / (2 * n)) * math.sqrt(2.0 / n)  # numpy: cheaper on first use
     matrix[0] *= math.sqrt(0.5)
-    return matrix.to(device=device, dtype=dtype)
+    return torch.from_numpy(matrix).to(device=device, dtype=dtype)
 
 
 def dct_matrix(n: int, *, device: torch.device | str | None = None,
@@ -73,69 +72,127 @@ def decode_classes(coefficients: Sequence[torch.Tensor], masks: torch.Tensor,
 
     Equivalent to scattering each class's coefficients into zero H x W planes at its mask and
     applying :func:`idct2`. Two exact ways are used, whichever needs fewer multiply-adds for a
-    block of classes: against each class's k basis images (k*H*W per plane), or separably on the
-    rows U and columns V the mask touches, x = D_H[U]^T G D_W[V] with G the small |U| x |V| plane
-    (|U|*W*(|V|+H) per plane; FreD's masks sit at low frequencies, so this is usually 2-5x less).
-    Without autograd the products write straight into one output tensor; coefficients that
-    require grad give a differentiable result.
+    class: against its k basis images (k*H*W per plane), or separably on the rows U and columns V
+    its mask touches, x = D_H[U]^T G D_W[V] with G the small |U| x |V| plane (|U|*W*(|V|+H) per
+    plane; FreD's masks sit at low frequencies, so this is usually 2-5x less).
+    Coefficients that require grad, or live on a GPU, give a torch result (differentiable);
+    otherwise numpy computes it (see below why).
     """
     if len(coefficients) != masks.shape[0]:
         raise ValueError(f"{len(coefficients)} coefficient blocks for {masks.shape[0]} masks")
     if not coefficients:
         raise ValueError("nothing to decode")
-    channels, k = coefficients[0].shape[1:]
+    channels = coefficients[0].shape[1]
     dtype, device = coefficients[0].dtype, coefficients[0].device
     counts = [c.shape[0] for c in coefficients]
-    block = max(1, _BASIS_BLOCK_BYTES // (k * height * width * dtype.itemsize))
+    plans = [_plan(mask, height, width) for mask in masks.detach().cpu().numpy()]
     differentiable = torch.is_grad_enabled() and any(c.requires_grad for c in coefficients)
-    output = None if differentiable else torch.empty(sum(counts), channels, height, width,
-                                                     dtype=dtype, device=device)
-    pieces, row = [], 0
-    for start in range(0, len(coefficients), block):
-        group = list(coefficients[start:start + block])
-        group_masks = masks[start:start + len(group)]
-        rows = torch.div(group_masks, width, rounding_mode="floor")
-        cols = group_masks % width
-        used_rows = int(_distinct_per_row(rows).max())
-        used_cols = int(_distinct_per_row(cols).max())
-        separable = used_rows * width * (used_cols + height) < k * height * width
-        for coefficient_block, class_rows, class_cols in zip(group, rows, cols):
-            target = None if output is None else output[row:row + coefficient_block.shape[0]]
-            decode = _decode_separable if separable else _decode_basis
-            decoded = decode(coefficient_block, class_rows, class_cols, height, width, target)
-            pieces.append(decoded)
-            row += coefficient_block.shape[0]
-    return output if output is not None else torch.cat(pieces)
+    if differentiable or device.type != "cpu" or dtype not in _NUMPY_DTYPES:
+        return torch.cat([_decode(block, plan, height, width, None) for block, plan in zip(coefficients, plans)])
+    # CPU without autograd: numpy, single-threaded, into one output numpy allocates. numpy asks for
+    # transparent huge pages, which halves the cost of first touching the output, and its small
+    # matrix products run on the calling thread; torch's two threads faulting the same huge pages
+    # were measured 4-8x slower on a fresh output (bench/format_bench.py, docs/RESULTS.md).
+    output = np.empty((sum(counts), channels, height, width), dtype=_NUMPY_DTYPES[dtype])
+    row = 0
+    for block, plan in zip(coefficients, plans):
+        _decode(block.detach().numpy(), plan, height, width, output[row:row + block.shape[0]])
+        row += block.shape[0]
+    return torch.from_numpy(output)
 
 
-def _distinct_per_row(values: torch.Tensor) -> torch.Tensor:
-    """Number of distinct values in each row of a 2-D integer tensor."""
-    ordered = values.sort(dim=1).values
-    return 1 + (ordered[:, 1:] != ordered[:, :-1]).sum(dim=1)
+def _decode_jobs(jobs: list[tuple[np.ndarray, _Plan, np.ndarray]], height: int, width: int) -> None:
+    for block, plan, out in jobs:
+        _decode(block, plan, height, width, out)
 
 
-def _decode_basis(block: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, height: int, width: int,
-                  out: torch.Tensor | None) -> torch.Tensor:
+def _balanced_groups(sizes: list[int], count: int) -> list[list[int]]:
+    """Indices of ``sizes`` in ``count`` groups of about equal total, largest first (greedy)."""
+    groups: list[list[int]] = [[] for _ in range(max(1, count))]
+    totals = [0] * len(groups)
+    for index in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
+        lightest = totals.index(min(totals))
+        groups[lightest].append(index)
+        totals[lightest] += sizes[index]
+    return [group for group in groups if group]
+
+
+class _Plan(NamedTuple):
+    """Where one class's k coefficients sit: row u and column v of each, the distinct rows U and
+    columns V, each coefficient's place in the small |U| x |V| plane, and the cheaper way to decode."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    row_set: np.ndarray
+    col_set: np.ndarray
+    position: np.ndarray
+    separable: bool
+
+
+def _plan(mask: np.ndarray, height: int, width: int) -> _Plan:
+    """Index arithmetic in numpy: masks are tiny and this avoids a dozen small tensor operations."""
+    rows, cols = mask // width, mask % width
+    row_set, row_pos = _distinct(rows, height)
+    col_set, col_pos = _distinct(cols, width)
+    separable = len(row_set) * width * (len(col_set) + height) < len(mask) * height * width
+    return _Plan(rows, cols, row_set, col_set, row_pos * len(col_set) + col_pos, separable)
+
+
+def _distinct(values: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted distinct values in [0, size) and each value's index among them."""
+    present = np.zeros(size, dtype=bool)
+    present[values] = True
+    return np.flatnonzero(present), (np.cumsum(present) - 1)[values]
+
+
+def _decode(block: torch.Tensor, plan: _Plan, height: int, width: int, out: torch.Tensor | None) -> torch.Tensor:
+    decode = _decode_separable if plan.separable else _decode_basis
+    return decode(block, plan, height, width, out)
+
+
+def _decode_basis(block: Array, plan: _Plan, height: int, width: int, out: Array | None) -> Array:
     """One class against the basis images of its mask: [n*C, k] @ [k, H*W]."""
-    d_h = dct_matrix(height, device=block.device, dtype=block.dtype)
-    d_w = dct_matrix(width, device=block.device, dtype=block.dtype)
-    basis = (d_h[rows].unsqueeze(-1) * d_w[cols].unsqueeze(-2)).flatten(-2)
+    d_h, d_w = _matrices(block, height, width)
+    basis = (d_h[plan.rows][:, :, None] * d_w[plan.cols][:, None, :]).reshape(len(plan.rows), height * width)
     flat = block.reshape(-1, block.shape[-1])
     if out is None:
-        return (flat @ basis).view(*block.shape[:2], height, width)
-    torch.mm(flat, basis, out=out.view(flat.shape[0], height * width))
+        return (flat @ basis).reshape(*block.shape[:2], height, width)
+    _matmul(flat, basis, out.reshape(flat.shape[0], height * width))
     return out
 
 
-def _decode_separable(block: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, height: int, width: int,
-                      out: torch.Tensor | None) -> torch.Tensor:
+def _decode_separable(block: Array, plan: _Plan, height: int, width: int, out: Array | None) -> Array:
     """One class on the rows U and columns V its mask touches: D_H[U]^T @ G @ D_W[V]."""
-    d_h = dct_matrix(height, device=block.device, dtype=block.dtype)
-    d_w = dct_matrix(width, device=block.device, dtype=block.dtype)
-    row_set, row_pos = torch.unique(rows, return_inverse=True)
-    col_set, col_pos = torch.unique(cols, return_inverse=True)
+    d_h, d_w = _matrices(block, height, width)
     count, channels, k = block.shape
-    position = (row_pos * len(col_set) + col_pos).expand(count, channels, k)
-    plane = block.new_zeros(count, channels, len(row_set) * len(col_set)).scatter(2, position, block)
-    half = plane.view(count, channels, len(row_set), len(col_set)) @ d_w[col_set]
-    return torch.matmul(d_h[row_set].T, half, out=out)
+    used_rows, used_cols = len(plan.row_set), len(plan.col_set)
+    if isinstance(block, np.ndarray):
+        plane = np.zeros((count, channels, used_rows * used_cols), dtype=block.dtype)
+        plane[:, :, plan.position] = block
+    else:  # scatter keeps autograd's graph
+        position = torch.from_numpy(plan.position).to(block.device).expand(count, channels, k)
+        plane = block.new_zeros(count, channels, used_rows * used_cols).scatter(2, position, block)
+    half = plane.reshape(count, channels, used_rows, used_cols) @ d_w[plan.col_set]
+    return _matmul(d_h[plan.row_set].T, half, out)
+
+
+Array = TypeVar("Array", torch.Tensor, np.ndarray)
+
+
+def _matrices(block: Array, height: int, width: int) -> tuple[Array, Array]:
+    """D_H and D_W in the block's kind of array, dtype and device."""
+    if isinstance(block, np.ndarray):
+        dtype = _TORCH_DTYPES[block.dtype.type]
+        return (dct_matrix(height, dtype=dtype).numpy(), dct_matrix(width, dtype=dtype).numpy())
+    return (dct_matrix(height, device=block.device, dtype=block.dtype),
+            dct_matrix(width, device=block.device, dtype=block.dtype))
+
+
+def _matmul(left: Array, right: Array, out: Array | None) -> Array:
+    if isinstance(left, np.ndarray):
+        return np.matmul(left, right, out=out)
+    return torch.matmul(left, right, out=out)
+
+
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+_TORCH_DTYPES = {numpy: torch_ for torch_, numpy in _NUMPY_DTYPES.items()}

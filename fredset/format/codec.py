@@ -8,6 +8,7 @@ import threading
 import numpy as np
 import zstandard
 
+from ..artifact import all_finite
 from ..errors import FredsetError
 
 ENCODINGS = ("float32", "float16", "int8")
@@ -107,6 +108,6 @@ def decode_block(frame: bytes, shape: tuple[int, int, int], encoding: str, shuff
     values = values.astype(np.float32, copy=False)  # no copy for float32 on little-endian machines...
     if not values.flags.writeable:  # ...unless it still views the immutable decompressed bytes
         values = values.copy()
-    if not np.isfinite(values.sum(dtype=np.float64)):  # exact: a float64 sum of float32 cannot overflow
+    if not all_finite(values):
         raise FredsetError(f"{what}: coefficients hold NaN or infinity", path)
     return values

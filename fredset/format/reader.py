@@ -61,7 +61,7 @@ def read_file(source: Source, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     header = parse_header(data, path)
     try:
         with h5py.File(io.BytesIO(data), "r") as handle:
-            artifact, metadata = _read_container(handle, path, header.minor > VERSION[1], max_decoded_bytes)
+            artifact, metadata = _read_container(handle, data, path, header.minor > VERSION[1], max_decoded_bytes)
     except FredsetError:
         raise
     except Exception as error:  # libhdf5 and numpy raise many types on malformed content
@@ -107,7 +107,7 @@ def _read_bytes(source: Source, limit: int) -> tuple[bytes, str]:
     return data, path
 
 
-def _read_container(handle: h5py.File, path: str, newer_minor: bool,
+def _read_container(handle: h5py.File, data: bytes, path: str, newer_minor: bool,
                     max_decoded_bytes: int) -> tuple[Artifact, dict[str, Any]]:
     datasets = _checked_datasets(handle, path, newer_minor)
     for name in ("metadata", "masks", "coefficients", "coefficient_offsets"):
@@ -117,7 +117,7 @@ def _read_container(handle: h5py.File, path: str, newer_minor: bool,
     if datasets["metadata"].size > MAX_METADATA_BYTES:
         raise FredsetError(f"/metadata is {datasets['metadata'].size} bytes, more than the "
                            f"{MAX_METADATA_BYTES} allowed", path)
-    document = decode_metadata(bytes(_read(datasets["metadata"], path, (None,))), path, strict=not newer_minor)
+    document = decode_metadata(bytes(_read(datasets["metadata"], data, path, (None,))), path, strict=not newer_minor)
     classes, k = document["dataset"]["classes"], document["k"]
     image = document["image"]
     channels, height, width = image["channels"], image["height"], image["width"]
@@ -128,14 +128,15 @@ def _read_container(handle: h5py.File, path: str, newer_minor: bool,
         raise FredsetError(f"decoded images would need {decoded} bytes, more than the "
                            f"{max_decoded_bytes}-byte limit (max_decoded_bytes)", path)
 
-    masks = torch.from_numpy(_read(datasets["masks"], path, (len(classes), k)).astype(np.int64))
+    masks = _read(datasets["masks"], data, path, (len(classes), k)).astype(np.int64)
     try:  # checked now, before any frame is decompressed (the Artifact checks again)
         validate_masks(masks, height * width)
     except FredsetError as error:
         raise FredsetError(f"/masks: {error.problem}", path) from None
+    masks = torch.from_numpy(masks)
 
-    offsets = _read(datasets["coefficient_offsets"], path, (len(classes) + 1,))
-    stream = _read(datasets["coefficients"], path, (None,))
+    offsets = _read(datasets["coefficient_offsets"], data, path, (len(classes) + 1,))
+    stream = _read(datasets["coefficients"], data, path, (None,))
     if offsets[0] != 0 or offsets[-1] != len(stream) or np.any(offsets[1:] < offsets[:-1]):
         raise FredsetError("/coefficient_offsets: offsets must rise from 0 to the length of /coefficients", path)
 
@@ -143,7 +144,7 @@ def _read_container(handle: h5py.File, path: str, newer_minor: bool,
     if quantized != ("quantization" in datasets):
         raise FredsetError("/quantization must be present exactly when coefficients are int8", path)
     if quantized:
-        quantization = _read(datasets["quantization"], path, (len(classes), 2, channels, k))
+        quantization = _read(datasets["quantization"], data, path, (len(classes), 2, channels, k))
         if not np.isfinite(quantization).all() or (quantization[:, 0] < 0).any():
             raise FredsetError("/quantization: scales must be finite and >= 0, offsets finite", path)
 
@@ -230,11 +231,21 @@ def _check_expected(item: h5py.Dataset, name: str, path: str) -> None:
         raise FredsetError(f"/{name} has {item.ndim} dimensions, expected {ndim}", path)
 
 
-def _read(item: h5py.Dataset, path: str, shape: tuple[int | None, ...]) -> np.ndarray:
+def _read(item: h5py.Dataset, data: bytes, path: str, shape: tuple[int | None, ...]) -> np.ndarray:
+    """A checked dataset's values; a contiguous one as a read-only view of the file's verified bytes.
+
+    The view saves a copy through libhdf5 (0.6 ms for 1 MB); it is exact because _check_storage
+    allowed only unfiltered contiguous or compact storage of the declared size.
+    """
     if len(item.shape) != len(shape) or any(want is not None and got != want for got, want in zip(item.shape, shape)):
         expected = "x".join("n" if s is None else str(s) for s in shape)
         raise FredsetError(f"{item.name} has shape {item.shape}, expected {expected}", path)
-    return item[()]
+    start = item.id.get_offset()  # absolute byte offset of contiguous data; None when compact
+    if start is None:
+        return item[()]
+    if start + item.nbytes > len(data):
+        raise FredsetError(f"{item.name} lies outside the file", path)
+    return np.frombuffer(data, dtype=item.dtype, count=item.size, offset=start).reshape(item.shape)
 
 
 def _short(error: Exception) -> str:
