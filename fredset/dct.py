@@ -20,10 +20,18 @@ import torch
 
 @functools.lru_cache(maxsize=64)
 def _cached_matrix(n: int, device: str, dtype: torch.dtype) -> torch.Tensor:
+    return torch.from_numpy(_numpy_matrix(n, np.dtype(np.float64)).copy()).to(device=device, dtype=dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _numpy_matrix(n: int, dtype: np.dtype) -> np.ndarray:
+    """The matrix as a read-only numpy array (numpy: cheaper on first use in a process)."""
     u, x = np.arange(n)[:, None], np.arange(n)[None, :]
-    matrix = np.cos(math.pi * (2 * x + 1) * u / (2 * n)) * math.sqrt(2.0 / n)  # numpy: cheaper on first use
+    matrix = np.cos(math.pi * (2 * x + 1) * u / (2 * n)) * math.sqrt(2.0 / n)
     matrix[0] *= math.sqrt(0.5)
-    return torch.from_numpy(matrix).to(device=device, dtype=dtype)
+    matrix = matrix.astype(dtype)
+    matrix.setflags(write=False)
+    return matrix
 
 
 def dct_matrix(n: int, *, device: torch.device | str | None = None,
@@ -182,8 +190,7 @@ Array = TypeVar("Array", torch.Tensor, np.ndarray)
 def _matrices(block: Array, height: int, width: int) -> tuple[Array, Array]:
     """D_H and D_W in the block's kind of array, dtype and device."""
     if isinstance(block, np.ndarray):
-        dtype = _TORCH_DTYPES[block.dtype.type]
-        return (dct_matrix(height, dtype=dtype).numpy(), dct_matrix(width, dtype=dtype).numpy())
+        return _numpy_matrix(height, block.dtype), _numpy_matrix(width, block.dtype)
     return (dct_matrix(height, device=block.device, dtype=block.dtype),
             dct_matrix(width, device=block.device, dtype=block.dtype))
 
@@ -195,4 +202,3 @@ def _matmul(left: Array, right: Array, out: Array | None) -> Array:
 
 
 _NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
-_TORCH_DTYPES = {numpy: torch_ for torch_, numpy in _NUMPY_DTYPES.items()}
