@@ -103,7 +103,7 @@ class Artifact:
         coefficients = [c.to(device=device, dtype=torch.float32) for c in self.coefficients]
         images = decode_classes(coefficients, self.masks.to(device), *self.image_size)
         if pixel_space:
-            images = to_pixel_space(images, self.mean, self.std)
+            images = to_pixel_space(images, self.mean, self.std, inplace=True)  # fresh: no second copy
         return images
 
     def validate(self) -> None:
@@ -167,9 +167,11 @@ def _numpy(values: torch.Tensor | np.ndarray) -> np.ndarray:
     return values if isinstance(values, np.ndarray) else values.detach().cpu().numpy()
 
 
-def to_pixel_space(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """Map normalised images [N, C, H, W] to pixel values in [0, 1]."""
+def to_pixel_space(images: torch.Tensor, mean: Sequence[float], std: Sequence[float], *,
+                   inplace: bool = False) -> torch.Tensor:
+    """Map normalised images [N, C, H, W] to pixel values in [0, 1] (overwriting them if ``inplace``)."""
     shape = (1, -1, 1, 1)
     mean_t = torch.tensor(mean, dtype=images.dtype, device=images.device).view(shape)
     std_t = torch.tensor(std, dtype=images.dtype, device=images.device).view(shape)
-    return (images * std_t + mean_t).clamp_(0.0, 1.0)
+    pixels = images.mul_(std_t) if inplace else images * std_t
+    return pixels.add_(mean_t).clamp_(0.0, 1.0)

@@ -8,6 +8,7 @@ import torch
 
 import fredset
 from fredset import FredsetError, load, read_file, save
+from fredset.artifact import to_pixel_space
 from fredset.format import HEADER_SIZE, to_bytes
 from fredset.format.header import pack_header
 
@@ -43,6 +44,15 @@ def test_decode_equals_inverse_dct_of_masked_coefficients(artifact):
     mean = torch.tensor(artifact.mean).view(1, -1, 1, 1)
     std = torch.tensor(artifact.std).view(1, -1, 1, 1)
     assert torch.allclose(pixels, (expected.float() * std + mean).clamp(0, 1), atol=1e-5)
+
+
+def test_to_pixel_space_leaves_its_input_alone_unless_asked():
+    images = torch.randn(2, 3, 4, 4)
+    original = images.clone()
+    pixels = to_pixel_space(images, (0.5, 0.4, 0.3), (0.25, 0.2, 0.1))
+    assert torch.equal(images, original)
+    overwritten = to_pixel_space(images, (0.5, 0.4, 0.3), (0.25, 0.2, 0.1), inplace=True)
+    assert overwritten.data_ptr() == images.data_ptr() and torch.equal(overwritten, pixels)
 
 
 def test_float16_error_is_bounded_by_half_precision(artifact):
