@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import math
-import threading
 from collections.abc import Sequence
 from typing import NamedTuple, TypeVar
 
@@ -109,20 +108,7 @@ def decode_classes(coefficients: Sequence[torch.Tensor], masks: torch.Tensor,
     return torch.from_numpy(output)
 
 
-def _decode_jobs(jobs: list[tuple[np.ndarray, _Plan, np.ndarray]], height: int, width: int) -> None:
-    for block, plan, out in jobs:
-        _decode(block, plan, height, width, out)
-
-
-def _balanced_groups(sizes: list[int], count: int) -> list[list[int]]:
-    """Indices of ``sizes`` in ``count`` groups of about equal total, largest first (greedy)."""
-    groups: list[list[int]] = [[] for _ in range(max(1, count))]
-    totals = [0] * len(groups)
-    for index in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
-        lightest = totals.index(min(totals))
-        groups[lightest].append(index)
-        totals[lightest] += sizes[index]
-    return [group for group in groups if group]
+Array = TypeVar("Array", torch.Tensor, np.ndarray)  # the decode steps work on either
 
 
 class _Plan(NamedTuple):
@@ -153,7 +139,7 @@ def _distinct(values: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(present), (np.cumsum(present) - 1)[values]
 
 
-def _decode(block: torch.Tensor, plan: _Plan, height: int, width: int, out: torch.Tensor | None) -> torch.Tensor:
+def _decode(block: Array, plan: _Plan, height: int, width: int, out: Array | None) -> Array:
     decode = _decode_separable if plan.separable else _decode_basis
     return decode(block, plan, height, width, out)
 
@@ -182,9 +168,6 @@ def _decode_separable(block: Array, plan: _Plan, height: int, width: int, out: A
         plane = block.new_zeros(count, channels, used_rows * used_cols).scatter(2, position, block)
     half = plane.reshape(count, channels, used_rows, used_cols) @ d_w[plan.col_set]
     return _matmul(d_h[plan.row_set].T, half, out)
-
-
-Array = TypeVar("Array", torch.Tensor, np.ndarray)
 
 
 def _matrices(block: Array, height: int, width: int) -> tuple[Array, Array]:
