@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from typing import NamedTuple, TypeVar
 
 import numpy as np
-
 import torch
+
 
 @functools.lru_cache(maxsize=64)
 def _cached_matrix(n: int, device: str, dtype: torch.dtype) -> torch.Tensor:
@@ -58,19 +58,6 @@ def idct2(coefficients: torch.Tensor) -> torch.Tensor:
 def masked_dct2(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The coefficients of [..., H, W] images at the flat frequency indices ``mask`` [k] -> [..., k]."""
     return dct2(images).flatten(-2)[..., mask]
-
-
-def idct_basis(masks: torch.Tensor, height: int, width: int, *,
-               dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Basis images of the frequencies in ``masks`` [..., k] -> [..., k, H*W].
-
-    Flat index p = u*W + v selects frequency (u, v); its basis image is outer(D_H[u], D_W[v]),
-    so a masked plane decodes as ``coefficients @ basis``.
-    """
-    d_h = dct_matrix(height, device=masks.device, dtype=dtype)
-    d_w = dct_matrix(width, device=masks.device, dtype=dtype)
-    rows, cols = torch.div(masks, width, rounding_mode="floor"), masks % width
-    return (d_h[rows].unsqueeze(-1) * d_w[cols].unsqueeze(-2)).flatten(-2)
 
 
 def decode_classes(coefficients: Sequence[torch.Tensor], masks: torch.Tensor,
