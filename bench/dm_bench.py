@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -30,12 +28,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, write_json  # noqa: E402
 from timing import alternate_iterations  # noqa: E402
 
 RUNS = {
-    "freq-bf16": dict(parameterization="freq", k=64, autocast=True),
-    "freq-fp32": dict(parameterization="freq", k=64, autocast=False),
-    "pixel-bf16": dict(parameterization="pixel", autocast=True),
+    "freq-bf16": dict(parameterization="freq", k=64, precision="bf16"),
+    "freq-fp32": dict(parameterization="freq", k=64, precision="fp32"),
+    "pixel-bf16": dict(parameterization="pixel", precision="bf16"),
 }
 REFERENCE = {"iteration": 200, "epochs": 300, "nets": 3, "accuracies": [75.1, 73.8, 73.7], "mean": 74.2,
              "seconds_per_iteration": 2.35}
@@ -67,13 +66,13 @@ def one_run(name: str, iterations: int, epochs: int, nets: int, out: Path) -> No
     result = {"name": name, "config": RUNS[name], "iterations": iterations, "wall_seconds": round(seconds, 1),
               "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
               "final_loss": artifact.provenance["final_loss"], "evaluations": artifact.provenance.get("evaluation", [])}
-    out.write_text(json.dumps(result, indent=2))
+    write_json(out, result)
 
 
 def timing(iterations: int) -> dict[str, float]:
     """Median seconds per iteration of each configuration, measured alternately in one process."""
     from fredset.data import load_dataset
-    from fredset.distill.augment import DSA
+    from fredset.augment import DSA
     from fredset.distill.objectives import DistributionMatching
     from fredset.distill.synset import init_frequency_synset, init_pixel_synset
 
@@ -84,7 +83,7 @@ def timing(iterations: int) -> dict[str, float]:
         synset = (init_frequency_synset(train, 1, 64, generator=generator) if options["parameterization"] == "freq"
                   else init_pixel_synset(train, 1, generator=generator))
         lr = 1e6 if options["parameterization"] == "freq" else 1.0
-        objective = DistributionMatching(train, dsa=DSA(), batch_real=256, autocast=options["autocast"])
+        objective = DistributionMatching(train, dsa=DSA(), batch_real=256, autocast=options["precision"] == "bf16")
         setups[name] = (synset, torch.optim.SGD(synset.parameters(), lr=lr, momentum=0.5), objective, generator)
     times = alternate_iterations(setups, iterations)
     return {name: statistics.median(values) for name, values in times.items()}
@@ -113,7 +112,7 @@ def main() -> None:
         for name, value in seconds.items():
             print(f"{name:<12}{value:.3f} s/iteration  ({value / REFERENCE['seconds_per_iteration']:.2f} x the "
                   f"reference's {REFERENCE['seconds_per_iteration']} s)")
-        args.out.with_name("dm_bench-timing.json").write_text(json.dumps(seconds, indent=2))
+        write_json(args.out.with_name("dm_bench-timing.json"), seconds)
         return
     results = []
     for name in args.runs.split(","):
@@ -137,9 +136,9 @@ def main() -> None:
               f"{result['peak_rss_mib']:>10.0f}  {evaluations}")
     print(f"{'reference':<12}{REFERENCE['seconds_per_iteration']:>8.2f}{1.0:>7.2f}{'':>10}  "
           f"200: {REFERENCE['mean']} ({', '.join(map(str, REFERENCE['accuracies']))}; 3x300 ep)")
-    summary = {"results": results, "reference": REFERENCE, "torch": torch.__version__, "threads": torch.get_num_threads(),
-               "cpus": os.cpu_count(), "machine": platform.machine(), "settings": vars(args) | {"out": str(args.out)}}
-    args.out.write_text(json.dumps(summary, indent=2, default=str))
+    summary = {"results": results, "reference": REFERENCE, **machine("torch", "threads", "cpus", "machine"),
+               "settings": vars(args) | {"out": str(args.out)}}
+    write_json(args.out, summary)
     print(f"\nwrote {args.out}")
 
 

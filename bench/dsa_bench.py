@@ -30,8 +30,6 @@ family at random per call, so its median is noisier than the per-family rows).
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import sys
 import time
@@ -40,7 +38,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from fredset.distill.augment import FAMILIES, STRATEGY, DSA  # noqa: E402
+from fredset.augment import FAMILIES, STRATEGY, DSA  # noqa: E402
+
+from common import machine, write_json  # noqa: E402
 
 SHAPES = [(256, 3, 32, 32), (256, 1, 28, 28)]
 
@@ -127,8 +127,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out" / "dsa_bench.json")
     args = parser.parse_args()
 
-    import kornia
-
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)  # kornia draws from the global RNG (it takes no generator)
     rows = []
@@ -156,13 +154,11 @@ def main() -> None:
 
     reuse = siamese_reuse_check()
     report = dict(
-        benchmark="dsa_bench", torch=torch.__version__, kornia=kornia.__version__,
-        python=platform.python_version(), machine=platform.machine(), threads=args.threads,
+        benchmark="dsa_bench", **machine("torch", "kornia", "python", "machine", "threads"),  # threads: --threads
         repeats=args.repeats, measure="median seconds of sample+augment+sum().backward(), x1e3 = ms",
         rows=rows, kornia_params_reuse_other_batch_size=reuse,
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out, report)
 
     print()
     print("| shape | mode | family | ours ms | kornia ms | kornia/ours |")

@@ -19,9 +19,7 @@ Load time is measured three ways, each alternating FredDataset and torch.load in
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -33,6 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from artifacts import cifar10_shaped_artifact, fashion_mnist_artifact  # noqa: E402
+from common import machine, write_json  # noqa: E402
 
 import fredset  # noqa: E402
 from fredset import FredDataset  # noqa: E402
@@ -176,12 +175,9 @@ def main() -> None:
                             ("fmnist-shaped", lambda: fashion_mnist_artifact(122))):
             rows.append(measure(name, build(), Path(folder), args.repeats))
     print_table(rows)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    result = {"rows": rows, "repeats": args.repeats, "torch": torch.__version__, "fredset": fredset.__version__,
-              "python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
-              "threads": torch.get_num_threads(), "cuda": torch.cuda.get_device_name() if torch.cuda.is_available()
-              else None}
-    args.out.write_text(json.dumps(result, indent=2))
+    result = {"rows": rows, "repeats": args.repeats,
+              **machine("torch", "fredset", "python", "machine", "cpus", "threads", "cuda")}
+    write_json(args.out, result)
     print(f"\nwrote {args.out}")
 
 

@@ -48,10 +48,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common import machine, write_json
+
 HEADER_SIZE = 512
 GOOD = ("ok", "FredsetError")
 OUTCOMES = ("ok", "FredsetError", "other exception", "crash", "hang")
 LARGE_GROWTH_KIB = 256 * 1024  # report files whose reading grew the peak resident size by more
+VERSIONS = ("python", "platform", "fredset", "h5py", "hdf5", "numpy", "zstandard")  # the report's "versions"
 
 
 # -- worker --------------------------------------------------------------------------------------
@@ -199,20 +202,11 @@ class Worker:
 # -- the valid files and their structure ----------------------------------------------------------
 
 def base_files() -> dict[str, bytes]:
-    import torch
-
-    import fredset
     from fredset.format import to_bytes
+    from fredset.format._crafting import build_file, datasets_of, random_artifact
 
-    def artifact(channels: int, size: tuple[int, int], k: int, counts: list[int], seed: int) -> fredset.Artifact:
-        generator = torch.Generator().manual_seed(seed)
-        plane = size[0] * size[1]
-        masks = torch.stack([torch.sort(torch.randperm(plane, generator=generator)[:k]).values for _ in counts])
-        coefficients = [torch.randn(n, channels, k, generator=generator) * 3 for n in counts]
-        return fredset.Artifact(coefficients=coefficients, masks=masks,
-                                classes=[f"class-{i}" for i in range(len(counts))], image_size=size,
-                                mean=[0.5] * channels, std=[0.25] * channels, dataset="fuzz",
-                                provenance={"created": "2024-01-02T03:04:05Z", "seed": seed})
+    def artifact(channels: int, size: tuple[int, int], k: int, counts: list[int], seed: int):
+        return random_artifact(channels, size, k, counts, seed, mean=[0.5] * channels, std=[0.25] * channels)
 
     bases = {
         "gray-float32": to_bytes(artifact(1, (8, 8), 6, [2, 3, 1], 0), encoding="float32", level=3),
@@ -225,7 +219,7 @@ def base_files() -> dict[str, bytes]:
     # checksums, compact link storage): another writer could produce these, and libhdf5 parses them
     # with different code.
     for name in ("gray-float32", "rgb-int8-noshuffle"):
-        bases[f"{name}-latest"] = build_file(parts_of(bases[name]), libver="latest")
+        bases[f"{name}-latest"] = build_file(datasets_of(bases[name]), libver="latest")
     return bases
 
 
@@ -303,14 +297,9 @@ def damage(rng: random.Random, data: bytearray, start: int, end: int) -> None:
         data[position:position + run] = fill * run if fill else rng.randbytes(run)
 
 
-def with_checksum(data: bytes | bytearray) -> bytes:
-    from fredset.format.header import pack_header
-
-    payload = bytes(data[HEADER_SIZE:])
-    return pack_header(payload) + payload
-
-
 def byte_mutation(rng: random.Random, kind: str, base: bytes, structure: Structure) -> bytes:
+    from fredset.format._crafting import with_checksum
+
     data = bytearray(base)
     if kind == "bit flips":
         for _ in range(rng.randint(1, 4)):
@@ -341,97 +330,31 @@ def byte_mutation(rng: random.Random, kind: str, base: bytes, structure: Structu
 
 # h5py-built variants: the semantic cases of tests/test_fuzz.py and random ones
 
-def parts_of(data: bytes) -> dict[str, Any]:
-    import io
-
-    import h5py
-
-    with h5py.File(io.BytesIO(data), "r") as handle:
-        return {name: handle[name][()] for name in handle}
-
-
-def build_file(arrays: dict[str, Any], version: tuple[int, int] = (1, 0), tweak=None,
-               libver: str | None = None) -> bytes:
-    from fredset.format import pack_container
-
-    return pack_container(arrays, version=version, libver=libver, edit=tweak)
-
-
-def frames_of(arrays: dict[str, Any]) -> list[bytes]:
-    stream, offsets = arrays["coefficients"].tobytes(), arrays["coefficient_offsets"]
-    return [stream[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
-
-
-def with_frames(arrays: dict[str, Any], frames: list[bytes]) -> dict[str, Any]:
-    import numpy as np
-
-    return {**arrays, "coefficients": np.frombuffer(b"".join(frames), dtype="u1"),
-            "coefficient_offsets": np.cumsum([0] + [len(f) for f in frames]).astype("<u8")}
-
-
-def zstd_frame(content_size: int | None, payload: bytes = b"abc", last: bool = False) -> bytes:
-    descriptor, field = (0x00, b"") if content_size is None else (0xC0, content_size.to_bytes(8, "little"))
-    block = ((len(payload) << 3) | int(last)).to_bytes(3, "little") + payload
-    return b"\x28\xb5\x2f\xfd" + bytes([descriptor, 0x00]) + field + block
-
-
 def semantic_cases(bases: dict[str, bytes]) -> list[tuple[str, bytes]]:
     """The hand-written cases of tests/test_fuzz.py, part c (a representative subset)."""
     import h5py
     import numpy as np
-    import zstandard
 
+    from fredset.format._crafting import (build_file, datasets_of, decompressed, external_storage, frames_of,
+                                          metadata_array, raw_zstd_frame, recompress, replace_dataset,
+                                          virtual_dataset, with_datasets, with_frames, with_item)
     from fredset.format.codec import encode_block
 
-    gray, int8 = parts_of(bases["gray-float32"]), parts_of(bases["gray-int8"])
+    gray, int8 = datasets_of(bases["gray-float32"]), datasets_of(bases["gray-int8"])
     document = json.loads(bytes(gray["metadata"]))
     frames = frames_of(gray)
     expected0 = document["instances_per_class"][0] * document["image"]["channels"] * document["k"] * 4
 
     def meta(**fields: Any) -> Any:
-        return np.frombuffer(json.dumps({**document, **fields}).encode(), dtype="u1")
+        return metadata_array({**document, **fields})
 
     def swap(name: str, value: Any) -> dict[str, Any]:
-        arrays = dict(gray)
-        if value is None:
-            arrays.pop(name)
-        else:
-            arrays[name] = value
-        return arrays
-
-    def set_item(array: Any, index: Any, value: Any) -> Any:
-        array = array.copy()
-        array[index] = value
-        return array
+        return with_datasets(gray, **{name: value})
 
     def frame0(frame: bytes) -> dict[str, Any]:
         return with_frames(gray, [frame] + frames[1:])
 
-    def recompress(raw: bytes, content_size: bool = True) -> bytes:
-        return zstandard.ZstdCompressor(level=3, write_content_size=content_size).compress(raw)
-
-    raw0 = zstandard.ZstdDecompressor().decompress(frames[0])
-
-    def replace(name: str, **options: Any):
-        def tweak(handle: h5py.File) -> None:
-            data = handle[name][()]
-            del handle[name]
-            handle.create_dataset(name, data=data, **options)
-        return tweak
-
-    def external(handle: h5py.File) -> None:
-        size = handle["coefficients"].shape[0]
-        del handle["coefficients"]
-        handle.create_dataset("coefficients", shape=(size,), dtype="u1", external=[("missing.bin", 0, size)])
-
-    def virtual(handle: h5py.File) -> None:
-        size = handle["coefficients"].shape[0]
-        del handle["coefficients"]
-        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-        dcpl.set_obj_track_times(False)  # h5py's create_virtual_dataset stamps the time: not reproducible
-        space = h5py.h5s.create_simple((size,))
-        dcpl.set_virtual(space, b"other.h5", b"source", h5py.h5s.create_simple((size,)))
-        h5py.h5d.create(handle.id, b"coefficients", h5py.h5t.STD_U8LE, space, dcpl=dcpl)
+    raw0 = decompressed(frames[0])
 
     def vlen_metadata(handle: h5py.File) -> None:
         del handle["metadata"]
@@ -442,24 +365,24 @@ def semantic_cases(bases: dict[str, bytes]) -> list[tuple[str, bytes]]:
         "masks float64": swap("masks", masks.astype("<f8")),
         "masks big-endian": swap("masks", masks.astype(">u4")),
         "masks transposed": swap("masks", np.ascontiguousarray(masks.T)),
-        "mask index out of range": swap("masks", set_item(masks, (0, -1), 64)),
-        "mask index repeated": swap("masks", set_item(masks, (0, 1), masks[0, 0])),
-        "mask indices unsorted": swap("masks", set_item(masks, 2, masks[2, ::-1])),
+        "mask index out of range": swap("masks", with_item(masks, (0, -1), 64)),
+        "mask index repeated": swap("masks", with_item(masks, (0, 1), masks[0, 0])),
+        "mask indices unsorted": swap("masks", with_item(masks, 2, masks[2, ::-1])),
         "offsets int8": swap("coefficient_offsets", offsets.astype("i1")),
-        "offsets not from 0": swap("coefficient_offsets", set_item(offsets, 0, 1)),
-        "offsets decreasing": swap("coefficient_offsets", set_item(offsets, 1, offsets[2] + 1)),
-        "offsets not ending at the stream length": swap("coefficient_offsets", set_item(offsets, -1, offsets[-1] - 1)),
-        "offsets 2**64-1": swap("coefficient_offsets", set_item(offsets, -1, 2**64 - 1)),
+        "offsets not from 0": swap("coefficient_offsets", with_item(offsets, 0, 1)),
+        "offsets decreasing": swap("coefficient_offsets", with_item(offsets, 1, offsets[2] + 1)),
+        "offsets not ending at the stream length": swap("coefficient_offsets", with_item(offsets, -1, offsets[-1] - 1)),
+        "offsets 2**64-1": swap("coefficient_offsets", with_item(offsets, -1, 2**64 - 1)),
         "metadata missing": swap("metadata", None),
         "masks missing": swap("masks", None),
         "coefficients missing": swap("coefficients", None),
         "offsets missing": swap("coefficient_offsets", None),
-        "quantization missing": {k: v for k, v in int8.items() if k != "quantization"},
-        "quantization NaN": {**int8, "quantization": set_item(int8["quantization"], (0, 0, 0, 0), np.nan)},
+        "quantization missing": with_datasets(int8, quantization=None),
+        "quantization NaN": {**int8, "quantization": with_item(int8["quantization"], (0, 0, 0, 0), np.nan)},
         "extra dataset": swap("extra", np.arange(3)),
         "frame declares one byte more": frame0(recompress(raw0 + b"\0")),
-        "small frame declaring 2**40 bytes": frame0(zstd_frame(2**40)),
-        "small frame declaring the right size": frame0(zstd_frame(expected0)),
+        "small frame declaring 2**40 bytes": frame0(raw_zstd_frame(2**40)),
+        "small frame declaring the right size": frame0(raw_zstd_frame(expected0)),
         "frame with trailing bytes": frame0(frames[0] + b"\0\1\2"),
         "frame without content size": frame0(recompress(raw0, content_size=False)),
         "coefficients NaN": frame0(encode_block(np.full(expected0 // 4, np.nan, "<f4"), "float32", True, 3)),
@@ -474,10 +397,10 @@ def semantic_cases(bases: dict[str, bytes]) -> list[tuple[str, bytes]]:
         "group": lambda h: h.create_group("g"),
         "soft link": lambda h: h.__setitem__("alias", h5py.SoftLink("/masks")),
         "external link": lambda h: h.__setitem__("ext", h5py.ExternalLink("other.h5", "/x")),
-        "chunked": replace("coefficients", chunks=(16,)),
-        "gzip": replace("masks", compression="gzip"),
-        "external storage": external,
-        "virtual dataset": virtual,
+        "chunked": replace_dataset("coefficients", chunks=(16,)),
+        "gzip": replace_dataset("masks", compression="gzip"),
+        "external storage": external_storage("missing.bin"),
+        "virtual dataset": virtual_dataset("other.h5", extra=False),
     }
     built += [(f"semantic: {name}", build_file(gray, tweak=tweak)) for name, tweak in tweaks.items()]
     built.append(("semantic: major version 2", build_file(gray, version=(2, 0))))
@@ -489,6 +412,8 @@ def semantic_cases(bases: dict[str, bytes]) -> list[tuple[str, bytes]]:
 def random_semantic(rng: random.Random, arrays: dict[str, Any]) -> bytes:
     """Random values in one dataset of a well-formed file: metadata JSON, masks, offsets, quantization or frames."""
     import numpy as np
+
+    from fredset.format._crafting import build_file, frames_of, with_frames
 
     arrays = dict(arrays)
     target = rng.choice(["metadata", "metadata", "masks", "coefficient_offsets", "coefficients"]
@@ -547,9 +472,11 @@ H5PY_KINDS = {"random semantic": 14}
 
 
 def generate(count: int, seed: int) -> list[Case]:
+    from fredset.format._crafting import datasets_of
+
     bases = base_files()
     structures = {name: structure_of(data) for name, data in bases.items()}
-    parts = {name: parts_of(data) for name, data in bases.items()}
+    parts = {name: datasets_of(data) for name, data in bases.items()}
     names = sorted(bases)
     cases = [Case(i, "gray-float32", kind, data) for i, (kind, data) in enumerate(semantic_cases(bases))][:count]
     kinds = list(BYTE_KINDS) + list(H5PY_KINDS)
@@ -597,19 +524,6 @@ def run_all(cases: list[Case], workers: int, timeout: float, log_folder: Path,
     for worker in pool:
         worker.close()
     return results, restarts  # type: ignore[return-value]
-
-
-def versions() -> dict[str, str]:
-    import platform
-
-    import h5py
-    import numpy
-    import zstandard
-
-    import fredset
-    return {"python": platform.python_version(), "platform": platform.platform(), "fredset": fredset.__version__,
-            "h5py": h5py.version.version, "hdf5": h5py.version.hdf5_version, "numpy": numpy.__version__,
-            "zstandard": zstandard.__version__}
 
 
 def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
@@ -679,8 +593,9 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = [(name, str(counts[name]), f"{100 * counts[name] / max(len(cases), 1):.1f}%") for name in OUTCOMES]
     print()
+    versions = machine(*VERSIONS)
     print(f"fuzz report: {len(cases)} files, seed {args.seed}, {args.workers} workers, "
-          f"timeout {args.timeout:g} s, HDF5 {versions()['hdf5']}, h5py {versions()['h5py']}")
+          f"timeout {args.timeout:g} s, HDF5 {versions['hdf5']}, h5py {versions['h5py']}")
     print(table(rows, ("outcome", "count", "percent")))
     print()
     kind_rows = [(kind, *(str(by_kind[kind][name]) for name in OUTCOMES)) for kind in
@@ -717,7 +632,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"count": args.count, "seed": args.seed, "timeout_s": args.timeout, "workers": args.workers,
                      "memory_limit_mb": args.memory_limit_mb, "kinds": {**BYTE_KINDS, **H5PY_KINDS},
                      "semantic_cases": sum(c.kind.startswith("semantic: ") for c in cases)},
-        "versions": versions(),
+        "versions": versions,
         "runtime_s": {"total": round(finished - started, 2), "generate": round(generated - started, 2),
                       "read": round(finished - generated, 2)},
         "counts": {name: counts[name] for name in OUTCOMES},
@@ -732,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
         "slowest": [{"seconds": s, "index": i, "kind": k} for s, i, k in slowest],
         "fredset_error_examples": _message_examples(cases, results),
     }
-    args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    write_json(args.out, report)
     print(f"report written to {args.out}")
     return 0
 

@@ -16,9 +16,8 @@ machine type (REFERENCE below); the issue's target is at most 0.7x that.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -30,15 +29,17 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, write_json  # noqa: E402
 from timing import alternate_iterations  # noqa: E402
 
 REFERENCE = {"tm_seconds_per_iteration": [11.0, 12.0], "setting": "Fashion-MNIST ipc 1, k 64, 120 images, "
              "syn_steps 10, full batch, anomaly detection on (its cost ~8% here)"}
 OUT = Path(__file__).resolve().parent / "out" / "tm_bench.json"
+MACHINE = ("torch", "threads", "cpus", "machine")  # the machine block of every JSON written
 
 
 def small_buffer(train, directory: Path, experts: int = 2, epochs: int = 7, images: int = 2048):
-    from fredset.distill.buffer import ExpertBuffer, train_experts
+    from fredset.experts import ExpertBuffer, train_experts
     from fredset.data.realdata import RealData
 
     subset = RealData(train.name, train.images[:images], train.labels[:images], train.classes, train.mean,
@@ -49,7 +50,7 @@ def small_buffer(train, directory: Path, experts: int = 2, epochs: int = 7, imag
 
 def tm_setup(train, buffer, *, syn_steps: int, ipc: float = 1, batch_syn: int = 0, checkpoint_steps: bool = False,
              autocast: bool = False, seed: int = 0):
-    from fredset.distill.augment import DSA
+    from fredset.augment import DSA
     from fredset.distill.objectives import TrajectoryMatching
     from fredset.distill.synset import init_frequency_synset
 
@@ -96,8 +97,8 @@ def timing(iterations: int, out: Path) -> dict:
     for name, value in result.items():
         ratio = f"{value['median'] / high:.2f}-{value['median'] / low:.2f}x" if name.startswith("tm syn_steps 10") else ""
         print(f"{name:<40}{value['median']:>8.2f}  {ratio}")
-    summary = {"timing": result, "reference": REFERENCE, **machine()}
-    out.with_name("tm_bench-timing.json").write_text(json.dumps(summary, indent=2))
+    summary = {"timing": result, "reference": REFERENCE, **machine(*MACHINE)}
+    write_json(out.with_name("tm_bench-timing.json"), summary)
     return summary
 
 
@@ -143,10 +144,10 @@ def memory_one(name: str, out: Path) -> None:
         objective.iteration(synset, optimizer, generator)
         seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    out.write_text(json.dumps({"name": name, "images": int(synset.labels.numel()), "syn_steps": syn_steps,
-                               "batch_syn": batch_syn, "checkpoint_steps": checkpoint_steps,
-                               "peak_rss_gib": round(peak / 2**20, 2), "rss_before_gib": round(before / 2**20, 2),
-                               "seconds_first_iteration": round(seconds, 1)}))
+    write_json(out, {"name": name, "images": int(synset.labels.numel()), "syn_steps": syn_steps,
+                    "batch_syn": batch_syn, "checkpoint_steps": checkpoint_steps,
+                    "peak_rss_gib": round(peak / 2**20, 2), "rss_before_gib": round(before / 2**20, 2),
+                    "seconds_first_iteration": round(seconds, 1)})
 
 
 def dc_memory_one(name: str, out: Path) -> None:
@@ -166,9 +167,9 @@ def dc_memory_one(name: str, out: Path) -> None:
     objective.iteration(synset, torch.optim.SGD(synset.parameters(), lr=1e3, momentum=0.5), generator)
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    out.write_text(json.dumps({"name": name, "images": int(synset.labels.numel()), "outer": outer, "inner": inner,
-                               "peak_rss_gib": round(peak / 2**20, 2), "rss_before_gib": round(before / 2**20, 2),
-                               "seconds_first_iteration": round(seconds, 1)}))
+    write_json(out, {"name": name, "images": int(synset.labels.numel()), "outer": outer, "inner": inner,
+                    "peak_rss_gib": round(peak / 2**20, 2), "rss_before_gib": round(before / 2**20, 2),
+                    "seconds_first_iteration": round(seconds, 1)})
 
 
 def memory(names: list[str], out: Path) -> list[dict]:
@@ -185,7 +186,7 @@ def memory(names: list[str], out: Path) -> list[dict]:
     path = out.with_name("tm_bench-memory.json")  # merged by name with earlier measurements
     earlier = json.loads(path.read_text())["memory"] if path.exists() else []
     merged = {r["name"]: r for r in earlier} | {r["name"]: r for r in results}
-    path.write_text(json.dumps({"memory": list(merged.values()), **machine()}, indent=2))
+    write_json(path, {"memory": list(merged.values()), **machine(*MACHINE)})
     return results
 
 
@@ -197,7 +198,7 @@ def short_run(out: Path, experts: int, epochs: int, iterations: int, syn_steps: 
     ``distill_seconds``, measured on the first 5 and continued with --resume), each evaluated."""
     from fredset import save
     from fredset.data import load_dataset
-    from fredset.distill.buffer import ExpertBuffer, train_experts
+    from fredset.experts import ExpertBuffer, train_experts
     from fredset.distill.loop import DistillConfig, distill
     from fredset.evaluate import evaluate
 
@@ -218,16 +219,16 @@ def short_run(out: Path, experts: int, epochs: int, iterations: int, syn_steps: 
 
     for label, count in (("iteration 0 (FreD init)", 0), ("TM", iterations)):
         config = DistillConfig(dataset="fashion-mnist", objective="tm", ipc=1, k=64, iterations=count,
-                               buffer=str(work / "buffer"), syn_steps=syn_steps)
+                               options=dict(buffer=str(work / "buffer"), syn_steps=syn_steps or None))
         checkpoint = work / f"tm-{count}.ckpt"
         started = time.perf_counter()
         if count and distill_seconds:  # as many iterations as fit: time the first 5, then resume
             first = min(5, count)
-            distill(DistillConfig(**{**config.__dict__, "iterations": first}), train, device=device,
+            distill(dataclasses.replace(config, iterations=first), train, device=device,
                     checkpoint=checkpoint, on_iteration=progress)
             per_iteration = (time.perf_counter() - started) / first
             count = max(first, min(count, int(distill_seconds / per_iteration)))
-            config = DistillConfig(**{**config.__dict__, "iterations": count})
+            config = dataclasses.replace(config, iterations=count)
         artifact = distill(config, train, device=device, checkpoint=checkpoint, checkpoint_every=50,
                            resume=bool(count and distill_seconds), on_iteration=progress)
         label = label if not count else f"TM {count} iterations"
@@ -241,22 +242,18 @@ def short_run(out: Path, experts: int, epochs: int, iterations: int, syn_steps: 
                                  "final_loss": artifact.provenance["final_loss"], "syn_lr": lr,
                                  "accuracy": report["results"]["convnet"], "eval_protocol": report["protocol"]}
         print(json.dumps(result["runs"][label]), flush=True)
-    result.update(machine(), device=device, settings={"experts": experts, "epochs": epochs, "iterations": iterations,
-                                       "syn_steps": syn_steps, "nets": nets, "eval_epochs": eval_epochs,
-                                       "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)})
+    result.update(machine(*MACHINE), device=device,
+                  settings={"experts": experts, "epochs": epochs, "iterations": iterations,
+                            "syn_steps": syn_steps, "nets": nets, "eval_epochs": eval_epochs,
+                            "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)})
     print(f"\nFashion-MNIST TM ipc 1 (k 64, 120 images), buffer {experts} experts x {epochs} epochs "
           f"({buffer_seconds / 60:.0f} min), syn_steps {syn_steps}; {nets} ConvNets x {eval_epochs} epochs")
     for label, run in result["runs"].items():
         acc = run["accuracy"]
         print(f"  {label:<26} {acc['mean']:6.2f} +- {acc['std']:.2f} %  syn_lr {run['syn_lr']:.4g}  "
               f"{run['seconds_per_iteration']} s/it")
-    out.with_name("tm_bench-run.json").write_text(json.dumps(result, indent=2))
+    write_json(out.with_name("tm_bench-run.json"), result)
     return result
-
-
-def machine() -> dict:
-    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-            "machine": platform.machine()}
 
 
 def main() -> None:

@@ -6,11 +6,24 @@ import functools
 import json
 import os
 import sys
+import time
 from typing import Any, Callable
 
 import click
 
-from fredset import FredsetError, __version__
+from fredset import FredDataset, FredsetError, __version__, read_file, save
+from fredset.augment import STRATEGY
+from fredset.data import load_dataset
+from fredset.distill.config import DistillConfig
+from fredset.distill.loop import distill as run_distillation
+from fredset.evaluate import DEFAULT_LR as DEFAULT_EVAL_LR
+from fredset.evaluate import evaluate as run_evaluation
+from fredset.experts import SEED_STRIDE, ExpertBuffer, expert_path, index_ranges, train_experts
+from fredset.files import resolve_device
+from fredset.pictures import class_grid, mask_grid, write_png
+
+from .options import OBJECTIVE_FIELDS, RUN_FIELDS, data_options, dataset_option, device_option, distill_options
+from .report import file_report, format_buffer_summary, format_report
 
 
 def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -60,20 +73,11 @@ def inspect(file: str, as_json: bool, grid: str | None, masks: str | None, per_c
       fredset inspect experts/ --json
     """
     if os.path.isdir(file):
-        from fredset.distill.buffer import ExpertBuffer
-
-        from .report import format_buffer_summary
-
         if grid or masks:
             raise FredsetError("--grid and --masks are for .fredset files, not expert buffers", file)
         summary = ExpertBuffer(file).summary()
         click.echo(json.dumps(summary, indent=2) if as_json else format_buffer_summary(summary))
         return
-    from fredset import read_file
-    from fredset.pictures import class_grid, mask_grid, write_png
-
-    from .report import file_report, format_report
-
     artifact, info = read_file(file)
     report = file_report(artifact, info)
     if grid:
@@ -85,56 +89,11 @@ def inspect(file: str, as_json: bool, grid: str | None, masks: str | None, per_c
     click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
 
 
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise FredsetError(f"--device {device}: CUDA is not available on this machine")
-    return device
-
-
 @cli.command()
-@click.option("--dataset", required=True, metavar="NAME|PATH",
-              help="fashion-mnist, mnist, svhn, cifar10, cifar100, tiny-imagenet, an ImageFolder directory or an .npz.")
-@click.option("--data-root", type=click.Path(file_okay=False), metavar="DIR",
-              help="Where the data lies (else $FREDSET_DATA, /usr/share/datasets, ../shared/data).")
-@click.option("--download", is_flag=True, help="Download through torchvision when it is installed.")
-@click.option("--objective", default="dm", show_default=True, type=click.Choice(["dm", "dc", "tm"]),
-              help="dm: distribution matching; dc: gradient matching; tm: trajectory matching (needs --buffer).")
-@click.option("--parameterization", default="freq", show_default=True, type=click.Choice(["freq", "pixel"]),
-              help="freq: FreD (masked DCT coefficients); pixel: ipc images per class, the baseline.")
-@click.option("--ipc", default=1.0, show_default=True, type=float,
-              help="Storage budget: floats per class / (C*H*W).")
-@click.option("--k", type=int, help="Frequencies kept per class (default H*W/16: 49 at 28x28, 64 at 32x32).")
-@click.option("--iterations", default=1000, show_default=True, type=click.IntRange(0))
-@click.option("--lr", type=float, help="Learning rate (default: the published one; freq on the reference's "
-              "DCT scale: DM 1e6, DC 1e3, TM 1e8; pixel: DM 1, DC 0.1, TM 1000).")
-@click.option("--momentum", default=0.5, show_default=True, type=float)
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--mask-source", default="init", show_default=True, type=click.Choice(["init", "class"]),
-              help="Rank frequencies on the sampled init images (reference) or the whole class.")
-@click.option("--model", default="convnet", show_default=True, help="Network the objective uses.")
-@click.option("--batch-real", default=256, show_default=True, type=click.IntRange(1),
-              help="Real images per class per iteration.")
-@click.option("--dsa", default="auto", show_default=True,
-              help="DSA strategy, 'none', or auto (the reference's: DM color_crop_cutout_flip_scale_rotate, DC none).")
-@click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "bf16", "fp32"]),
-              help="DM: real-image embedding precision (auto: bf16 where the hardware supports it); "
-              "TM: unrolled steps (auto: fp32).")
-@click.option("--buffer", "buffer", type=click.Path(file_okay=False), metavar="DIR",
-              help="TM: expert trajectories made by fredset buffer.")
-@click.option("--syn-steps", type=click.IntRange(1), help="TM: unrolled SGD steps per iteration (default: the "
-              "reference's for the dataset and ipc, e.g. Fashion-MNIST 50 at ipc 1).")
-@click.option("--max-start-epoch", type=click.IntRange(1), help="TM: start epochs are drawn below this.")
-@click.option("--expert-epochs", type=click.IntRange(1), help="TM: target = start + this many epochs (default 2).")
-@click.option("--lr-lr", type=float, help="TM: learning rate of the learned step size syn_lr.")
-@click.option("--lr-teacher", type=float, help="TM: initial syn_lr (default 0.01).")
-@click.option("--batch-syn", type=click.IntRange(0), help="TM: synthetic images per unrolled step (0: all).")
-@click.option("--checkpoint-steps", is_flag=True, default=None,
-              help="TM: recompute unrolled steps in the backward pass; memory of one step, ~30% slower.")
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@dataset_option
+@data_options
+@distill_options
+@device_option
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="The .fredset file to write.")
 @click.option("--encoding", default="float32", show_default=True, type=click.Choice(["float32", "float16", "int8"]),
               help="How coefficients are stored.")
@@ -147,13 +106,9 @@ def resolve_device(device: str) -> str:
 @click.option("--eval-epochs", default=300, show_default=True, type=click.IntRange(1))
 @click.option("--eval-runs", default=1, show_default=True, type=click.IntRange(1))
 @reports_errors
-def distill(dataset: str, data_root: str | None, download: bool, objective: str, parameterization: str,
-            ipc: float, k: int | None, iterations: int, lr: float | None, momentum: float, seed: int,
-            mask_source: str, model: str, batch_real: int, dsa: str, precision: str, buffer: str | None,
-            syn_steps: int | None, max_start_epoch: int | None, expert_epochs: int | None, lr_lr: float | None,
-            lr_teacher: float | None, batch_syn: int | None, checkpoint_steps: bool | None, device: str, out: str,
-            encoding: str, checkpoint: str | None, checkpoint_every: int, resume: bool, eval_every: int,
-            eval_epochs: int, eval_runs: int) -> None:
+def distill(dataset: str, data_root: str | None, download: bool, device: str, out: str, encoding: str,
+            checkpoint: str | None, checkpoint_every: int, resume: bool, eval_every: int, eval_epochs: int,
+            eval_runs: int, **options: Any) -> None:
     """Distil a dataset into a .fredset file.
 
     \b
@@ -163,13 +118,6 @@ def distill(dataset: str, data_root: str | None, download: bool, objective: str,
       fredset buffer --dataset fashion-mnist --experts 10 --epochs 8 --out experts/
       fredset distill --dataset fashion-mnist --objective tm --buffer experts/ --out fmnist-tm-ipc1.fredset
     """
-    import time
-
-    from fredset import save
-    from fredset.data import load_dataset
-    from fredset.distill.loop import DistillConfig
-    from fredset.distill.loop import distill as run_distillation
-
     device = resolve_device(device)
     checkpoint = checkpoint or f"{out}.ckpt"
     for option, path in (("--out", out), ("--checkpoint", checkpoint)):  # fail now, not after hours of work
@@ -177,37 +125,27 @@ def distill(dataset: str, data_root: str | None, download: bool, objective: str,
         if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
             raise FredsetError(f"{option} {path}: folder {folder} does not exist or is not writable")
     real = load_dataset(dataset, split="train", root=data_root, download=download)
-    config = DistillConfig(dataset=real.name, objective=objective, parameterization=parameterization, ipc=ipc,
-                           k=k, iterations=iterations, lr=lr, momentum=momentum, seed=seed,
-                           mask_source=mask_source, model=model, batch_real=batch_real, dsa=dsa,
-                           autocast="auto" if precision == "auto" else precision == "bf16", buffer=buffer,
-                           syn_steps=syn_steps, max_start_epoch=max_start_epoch, expert_epochs=expert_epochs,
-                           lr_lr=lr_lr, lr_teacher=lr_teacher, batch_syn=batch_syn,
-                           checkpoint_steps=checkpoint_steps)
-    config = config.resolved(real, device)  # every option checked before anything starts
-    evaluate_synset = None
-    if eval_every:
-        from fredset.evaluate import DEFAULT_LR as DEFAULT_EVAL_LR
-        from fredset.evaluate import evaluate as run_evaluation
+    objective_options = {name: options[name] for name in OBJECTIVE_FIELDS if options[name] is not None}
+    config = DistillConfig(dataset=real.name, **{name: options[name] for name in RUN_FIELDS},
+                           options=objective_options)
+    run = config.resolve(real, device)  # every option checked, once, before anything starts
+    test = load_dataset(dataset, split="test", root=data_root, download=download) if eval_every else None
 
-        test = load_dataset(dataset, split="test", root=data_root, download=download)
-
-        def evaluate_synset(synset, iteration, lr=None):
-            images = synset.decode().detach()
-            return run_evaluation(images, synset.labels, test, runs=eval_runs, epochs=eval_epochs, seed=seed,
-                                  lr=lr or DEFAULT_EVAL_LR)
+    def evaluate_synset(synset: Any, iteration: int, lr: float | None = None) -> dict[str, Any]:
+        return run_evaluation(synset.decode().detach(), synset.labels, test, runs=eval_runs, epochs=eval_epochs,
+                              seed=run.config.seed, lr=lr or DEFAULT_EVAL_LR)
 
     started = time.perf_counter()
-    with click.progressbar(length=iterations, label="distilling", file=sys.stderr, show_pos=True,
+    with click.progressbar(length=run.config.iterations, label="distilling", file=sys.stderr, show_pos=True,
                            item_show_func=lambda text: text) as bar:
         def on_iteration(iteration: int, loss: float) -> None:
             speed = (time.perf_counter() - started) / max(iteration - bar.pos, 1)
             bar.update(iteration - bar.pos, f"loss {loss:.4g}, {speed:.2f} s/it")
 
         try:
-            artifact = run_distillation(config, real, device=device, checkpoint=checkpoint,
+            artifact = run_distillation(run, real, device=device, checkpoint=checkpoint,
                                         checkpoint_every=checkpoint_every, resume=resume, on_iteration=on_iteration,
-                                        evaluate_every=eval_every, evaluate=evaluate_synset)
+                                        evaluate_every=eval_every, evaluate=evaluate_synset if eval_every else None)
         except KeyboardInterrupt:
             click.echo(f"\ninterrupted; the last checkpoint is {checkpoint}: run the same command with --resume "
                        "to continue", err=True)
@@ -220,17 +158,15 @@ def distill(dataset: str, data_root: str | None, download: bool, objective: str,
 @cli.command()
 @click.argument("file", metavar="FILE")
 @click.option("--dataset", metavar="NAME|PATH", help="Test data (default: the dataset named in FILE).")
-@click.option("--data-root", type=click.Path(file_okay=False), metavar="DIR", help="Where the data lies.")
-@click.option("--download", is_flag=True, help="Download through torchvision when it is installed.")
+@data_options
 @click.option("--model", "models", multiple=True, default=["convnet"], show_default=True,
               help="Network to train (repeat for cross-architecture: convnet, alexnet, vgg11, resnet18).")
 @click.option("--runs", default=5, show_default=True, type=click.IntRange(1), help="Fresh networks per model.")
 @click.option("--epochs", default=1000, show_default=True, type=click.IntRange(1))
-@click.option("--lr", type=float, help="Learning rate (default: the file's recommended lr, else 0.01).")
+@click.option("--lr", type=float, help=f"Learning rate (default: the file's recommended lr, else {DEFAULT_EVAL_LR:g}).")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--dsa", default="color_crop_cutout_flip_scale_rotate", show_default=True,
-              help="DSA strategy during training ('none' to disable).")
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--dsa", default=STRATEGY, show_default=True, help="DSA strategy during training ('none' to disable).")
+@device_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @reports_errors
 def evaluate(file: str, dataset: str | None, data_root: str | None, download: bool, models: tuple[str, ...],
@@ -240,14 +176,9 @@ def evaluate(file: str, dataset: str | None, data_root: str | None, download: bo
     The standard protocol: SGD momentum 0.9, weight decay 5e-4, batch 256, lr x0.1 halfway, DSA;
     accuracy after the last epoch (no selection on the test set).
     """
-    from fredset import FredDataset
-    from fredset.data import load_dataset
-    from fredset.evaluate import DEFAULT_LR
-    from fredset.evaluate import evaluate as run_evaluation
-
     data = FredDataset(file, device=resolve_device(device))
     test = load_dataset(dataset or data.artifact.dataset, split="test", root=data_root, download=download)
-    lr = lr or data.recommended_lr or DEFAULT_LR
+    lr = lr or data.recommended_lr or DEFAULT_EVAL_LR
 
     def on_run(model: str, run: int, accuracy: float) -> None:
         if not as_json:
@@ -267,8 +198,7 @@ def evaluate(file: str, dataset: str | None, data_root: str | None, download: bo
 
 
 @cli.command()
-@click.option("--dataset", required=True, metavar="NAME|PATH",
-              help="fashion-mnist, mnist, svhn, cifar10, cifar100, tiny-imagenet, an ImageFolder directory or an .npz.")
+@dataset_option
 @click.option("--experts", required=True, type=click.IntRange(1), help="Experts 0..E-1 the buffer should hold.")
 @click.option("--epochs", required=True, type=click.IntRange(1), help="Epochs each expert trains.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), metavar="DIR",
@@ -278,14 +208,12 @@ def evaluate(file: str, dataset: str | None, data_root: str | None, download: bo
 @click.option("--model", default="convnet", show_default=True, help="Network of the experts.")
 @click.option("--lr", default=0.01, show_default=True, type=float, help="Constant SGD learning rate.")
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1))
-@click.option("--dsa", default="color_crop_cutout_flip_scale_rotate", show_default=True,
+@click.option("--dsa", default=STRATEGY, show_default=True,
               help="DSA strategy (per sample, align_corners=True), or 'none'.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0),
-              help="Expert i is seeded with seed * 100003 + i.")
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
-@click.option("--data-root", type=click.Path(file_okay=False), metavar="DIR",
-              help="Where the data lies (else $FREDSET_DATA, /usr/share/datasets, ../shared/data).")
-@click.option("--download", is_flag=True, help="Download through torchvision when it is installed.")
+              help=f"Expert i is seeded with seed * {SEED_STRIDE} + i.")
+@device_option
+@data_options
 @click.option("--no-test", is_flag=True, help="Do not load the test split (no test accuracy is recorded).")
 @reports_errors
 def buffer(dataset: str, experts: int, epochs: int, out: str, keep_epochs: int | None, model: str, lr: float,
@@ -308,11 +236,6 @@ def buffer(dataset: str, experts: int, epochs: int, out: str, keep_epochs: int |
       fredset buffer --dataset fashion-mnist --experts 20 --epochs 20 --keep-epochs 7 --out experts/fmnist-ipc1
       fredset inspect experts/fmnist
     """
-    import time
-
-    from fredset.data import load_dataset
-    from fredset.distill.buffer import ExpertBuffer, expert_path, index_ranges, train_experts
-
     device = resolve_device(device)
     if keep_epochs is not None and keep_epochs > epochs:
         raise FredsetError(f"--keep-epochs {keep_epochs} cannot exceed --epochs {epochs}")

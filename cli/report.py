@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fredset import Artifact, FileInfo
+from fredset.experts import index_ranges
 
 
 def file_report(artifact: Artifact, info: FileInfo) -> dict[str, Any]:
@@ -86,8 +87,6 @@ def format_report(report: dict[str, Any]) -> str:
 
 def format_buffer_summary(summary: dict[str, Any]) -> str:
     """The text `fredset inspect DIR` prints for an expert buffer (summary from ExpertBuffer.summary())."""
-    from fredset.distill.buffer import index_ranges
-
     image, training = summary["image"], summary["training"]
     experts = summary["experts"]
     losses = [e["final_train_loss"] for e in experts if e["final_train_loss"] is not None]

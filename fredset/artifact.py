@@ -163,7 +163,8 @@ def all_finite(values: np.ndarray) -> bool:
 
 
 def _numpy(values: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Checks run in numpy: on a fresh process each first torch operation costs ~0.2 ms, numpy's ~0.02."""
+    """Checks run in numpy: in a fresh process each first torch operation costs far more than numpy's
+    (docs/RESULTS.md, load time)."""
     return values if isinstance(values, np.ndarray) else values.detach().cpu().numpy()
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -10,6 +9,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from .errors import FredsetError
+from .files import resolve_device
 from .format import DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_FILE_BYTES, read_file
 from .format.reader import Source
 
@@ -17,14 +17,14 @@ from .format.reader import Source
 class FredDataset(Dataset):
     """A distilled dataset as a PyTorch Dataset of ``(image, label)`` pairs.
 
-    All instances are decoded at construction on ``device`` (CUDA when asked for and available,
-    else CPU); nothing stays open afterwards, so on CPU it works with any DataLoader, workers
+    All instances are decoded at construction on ``device``; nothing stays open afterwards, so on CPU it works with any DataLoader, workers
     included. On CUDA the data already sits on the GPU: use :meth:`batches` instead of a
     DataLoader with workers.
 
     Args:
         source: path, bytes, or binary file object of a .fredset file.
-        device: where to decode and keep the images; ``None`` means CPU.
+        device: where to decode and keep the images: ``None`` means CPU, ``"auto"`` CUDA when available;
+            a device asked for by name must exist (:func:`fredset.files.resolve_device`).
         transform: applied to each image tensor in ``__getitem__``.
         target_transform: applied to each integer label in ``__getitem__``.
         pixel_space: serve images in pixel space [0, 1] instead of the normalised space.
@@ -45,7 +45,7 @@ class FredDataset(Dataset):
                  max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES) -> None:
         self.artifact, self.info = read_file(source, max_file_bytes=max_file_bytes,
                                              max_decoded_bytes=max_decoded_bytes)
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.transform = transform
         self.target_transform = target_transform
         self.pixel_space = pixel_space
@@ -106,14 +106,3 @@ class FredDataset(Dataset):
 
 _WORKERS_ON_DEVICE = ("this FredDataset lives on {device}; DataLoader workers cannot serve device tensors. "
                       "Use num_workers=0, or dataset.batches(batch_size) for fast on-device batches")
-
-
-def _resolve_device(device: torch.device | str | None) -> torch.device:
-    try:
-        resolved = torch.device(device or "cpu")
-    except (RuntimeError, TypeError) as error:
-        raise FredsetError(f"invalid device {device!r} ({error})") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        warnings.warn("CUDA was asked for but is not available; decoding on the CPU", stacklevel=3)
-        return torch.device("cpu")
-    return resolved

@@ -1,4 +1,4 @@
-"""The evaluation protocol (fact sheet section 7): train fresh networks on distilled data, test them.
+"""The evaluation protocol (docs/ALGORITHM.md, Evaluation protocol): train fresh networks on distilled data, test them.
 
 A fresh network per run, SGD (momentum 0.9, weight decay 5e-4), batch 256, learning rate x0.1
 halfway, DSA on every batch (independent per sample), test accuracy on the full test set after
@@ -14,48 +14,27 @@ from typing import Any
 
 import torch
 
-from .distill.augment import DSA, STRATEGY
+from .augment import DSA, STRATEGY
 from .errors import FredsetError
-from .models import backward_in_micro_batches, build_model, init_parameters, micro_batch_size
+from .training import EpochStats, fresh_network, test_accuracy, train_epochs
+
+__all__ = ["DEFAULT_LR", "evaluate", "train_network"]
 
 DEFAULT_LR = 0.01
+MOMENTUM = 0.9
+WEIGHT_DECAY = 5e-4
 
 
 def train_network(images: torch.Tensor, labels: torch.Tensor, *, model: str, num_classes: int, epochs: int,
                   lr: float, generator: torch.Generator, batch_size: int = 256, dsa: DSA | None = None,
-                  momentum: float = 0.9, weight_decay: float = 5e-4) -> torch.nn.Module:
-    """A fresh ``model`` trained from scratch on ``images`` (on their device) with hard ``labels``."""
-    device = images.device
-    net = init_parameters(build_model(model, images.shape[1], num_classes, tuple(images.shape[-2:])), generator)
-    net = net.to(device).train()
-    optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    labels = labels.to(device)
-    micro_batch = micro_batch_size(images.shape[-2:])
-    for epoch in range(epochs):
-        if epoch == epochs // 2 and epochs > 1:
-            for group in optimizer.param_groups:
-                group["lr"] = lr * 0.1
-        order = torch.randperm(len(images), generator=generator).to(device)
-        for start in range(0, len(images), batch_size):
-            index = order[start:start + batch_size]
-            batch = images[index]
-            if dsa is not None:
-                batch = dsa(batch, generator=generator, siamese=False)
-            optimizer.zero_grad(set_to_none=True)
-            backward_in_micro_batches(net, batch, labels[index], micro_batch)
-            optimizer.step()
+                  on_epoch: Callable[[EpochStats], None] | None = None) -> torch.nn.Module:
+    """A fresh ``model`` trained from scratch on ``images`` (on their device) with the protocol's optimiser:
+    SGD (momentum 0.9, weight decay 5e-4), learning rate x0.1 at ``epochs // 2``."""
+    net = fresh_network(model, images.shape[1], num_classes, images.shape[-2:], generator, images.device)
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+    train_epochs(net, optimizer, images, labels, epochs=epochs, generator=generator, batch_size=batch_size,
+                 augment=dsa, decay_at=epochs // 2 if epochs > 1 else None, on_epoch=on_epoch)
     return net.eval()
-
-
-@torch.no_grad()
-def test_accuracy(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
-    """Top-1 accuracy of ``net`` on the whole test set."""
-    device = next(net.parameters()).device
-    correct = 0
-    for start in range(0, len(images), batch_size):
-        batch = images[start:start + batch_size].to(device)
-        correct += int((net(batch).argmax(dim=1).cpu() == labels[start:start + batch_size]).sum())
-    return correct / len(images)
 
 
 def evaluate(images: torch.Tensor, labels: torch.Tensor, test: Any, *, models: Sequence[str] = ("convnet",),

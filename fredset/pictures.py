@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .artifact import Artifact
-from .format import write_atomically
+from .files import write_atomically
 
 
 def class_grid(artifact: Artifact, *, per_class: int = 10, scale: int = 1, gap: int = 1) -> np.ndarray:

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from fredset.distill.augment import FAMILIES, STRATEGY, DSA, AugmentParams, parse_strategy
+from fredset.augment import FAMILIES, STRATEGY, DSA, AugmentParams, parse_strategy
 from fredset.errors import FredsetError
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -18,8 +18,8 @@ from click.testing import CliRunner
 
 from fredset import FredsetError
 from fredset.data import load_dataset
-from fredset.distill.augment import DSA, STRATEGY
-from fredset.distill.buffer import ExpertBuffer, expert_path, train_experts, write_expert
+from fredset.augment import DSA, STRATEGY
+from fredset.experts import ExpertBuffer, expert_path, train_experts, write_expert
 from fredset.models import build_model, init_parameters
 from fredset_cli.main import cli
 
@@ -339,7 +339,7 @@ WORKER = textwrap.dedent("""
     import torch
     torch.set_num_threads(1)
     from fredset.data import load_dataset
-    from fredset.distill.buffer import train_experts
+    from fredset.experts import train_experts
     real = load_dataset(sys.argv[1], split="train")
     print(json.dumps(train_experts(real, sys.argv[2], experts=6, epochs=2, batch_size=16)))
 """)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib.util
 import os
 import pathlib
@@ -13,11 +14,13 @@ import pytest
 import torch
 
 from fredset import FredsetError
-from fredset.data import DATASETS, RealData, dataset_spec, find_root, load_dataset, registry
+from fredset.data import DATASETS, RealData, dataset_spec, find_root, load_dataset, read_idx, registry
+from fredset.files import sha256_file
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot"]
 TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+TRAIN_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
 
 
 def one_line_error(excinfo, *needles):
@@ -28,13 +31,15 @@ def one_line_error(excinfo, *needles):
     return message
 
 
-def read_sums(directory: pathlib.Path) -> dict[str, str]:
-    sums = {}
-    for line in (directory / "SHA256SUMS").read_text().splitlines():
-        if line.strip():
-            digest, name = line.split()
-            sums[name] = digest
-    return sums
+def known_sha256(dataset: str, name: str) -> set[str]:
+    """The SHA-256 values the registry accepts for one file of a named dataset."""
+    return {entry.digest for entry in registry.KNOWN_FILES[dataset][name] if entry.algorithm == "sha256"}
+
+
+def assert_known_hashes(files: dict[str, str], names) -> None:
+    assert set(files) == set(names)
+    for name, digest in files.items():
+        assert digest in known_sha256("fashion-mnist", name), (name, digest)
 
 
 def write_idx(path: pathlib.Path, array: np.ndarray) -> None:
@@ -47,16 +52,20 @@ def write_idx(path: pathlib.Path, array: np.ndarray) -> None:
 
 @pytest.fixture(scope="module")
 def fmnist_dir() -> pathlib.Path:
-    return find_root("fashion-mnist")
+    """Where the real Fashion-MNIST (both splits) is found; the tests that need it skip when it is absent."""
+    try:
+        return find_root("fashion-mnist")
+    except FredsetError as error:
+        pytest.skip(f"Fashion-MNIST is not installed here (apt-get install dataset-fashion-mnist): {error}")
 
 
 @pytest.fixture(scope="module")
-def fmnist_train() -> RealData:
+def fmnist_train(fmnist_dir) -> RealData:
     return load_dataset("fashion-mnist", split="train")
 
 
 @pytest.fixture(scope="module")
-def fmnist_test() -> RealData:
+def fmnist_test(fmnist_dir) -> RealData:
     return load_dataset("fashion-mnist", split="test")
 
 
@@ -72,9 +81,11 @@ def isolated(monkeypatch, tmp_path):
     return tmp_path
 
 
-def link_test_files(source: pathlib.Path, target: pathlib.Path, sums: bool = True) -> pathlib.Path:
+def link_test_files(source: pathlib.Path, target: pathlib.Path, sums: bool = True,
+                    names=TEST_FILES) -> pathlib.Path:
+    """Symlinks to ``names`` of ``source`` (and its SHA256SUMS, if it has one and ``sums``) in ``target``."""
     target.mkdir(parents=True, exist_ok=True)
-    for name in TEST_FILES + (("SHA256SUMS",) if sums else ()):
+    for name in names + (("SHA256SUMS",) if sums and (source / "SHA256SUMS").is_file() else ()):
         os.symlink(source / name, target / name)
     return target
 
@@ -118,9 +129,7 @@ def test_fashion_mnist_train(fmnist_train, fmnist_dir):
     assert pixels.min().item() == pytest.approx(0, abs=1e-5) and pixels.max().item() == pytest.approx(1, abs=1e-5)
     assert data.source["dataset"] == "fashion-mnist" and data.source["split"] == "train"
     assert pathlib.Path(data.source["root"]) == fmnist_dir
-    sums = read_sums(fmnist_dir)
-    assert data.source["files"] == {name: sums[name] for name in
-                                    ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")}
+    assert_known_hashes(data.source["files"], TRAIN_FILES)      # the registry's published digests
 
 
 def test_fashion_mnist_test(fmnist_test, fmnist_dir):
@@ -128,8 +137,7 @@ def test_fashion_mnist_test(fmnist_test, fmnist_dir):
     assert data.images.shape == (10000, 1, 28, 28) and data.labels.shape == (10000,)
     assert set(data.labels.tolist()) == set(range(10)) and data.source["split"] == "test"
     assert abs(data.images.mean().item()) < 0.05 and abs(data.images.std().item() - 1) < 0.05
-    sums = read_sums(fmnist_dir)
-    assert data.source["files"] == {name: sums[name] for name in TEST_FILES}
+    assert_known_hashes(data.source["files"], TEST_FILES)
 
 
 def test_class_indices_correct_and_cached(fmnist_test):
@@ -209,7 +217,7 @@ def test_download_without_torchvision_is_a_one_line_error(isolated):
     one_line_error(excinfo, "mnist", "torchvision")
 
 
-def test_cifar_without_torchvision_is_not_unpickled(isolated):
+def test_cifar_without_torchvision_is_not_unpickled(isolated, monkeypatch):
     try:
         import torchvision.datasets  # noqa: F401
         pytest.skip("torchvision imports here")
@@ -220,6 +228,11 @@ def test_cifar_without_torchvision_is_not_unpickled(isolated):
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
         (batches / name).write_bytes(b"not a pickle")
     assert find_root("cifar-10", isolated / "data") == batches
+    with pytest.raises(FredsetError) as excinfo:          # refused by torchvision's published MD5 first
+        load_dataset("cifar-10", root=isolated / "data")
+    one_line_error(excinfo, "data_batch_1", "cifar10", "MD5 c99cafc152244af753f735de768cd75f (torchvision)",
+                   "MD5 " + hashlib.md5(b"not a pickle").hexdigest())
+    monkeypatch.delitem(registry.KNOWN_FILES, "cifar10")
     with pytest.raises(FredsetError) as excinfo:
         load_dataset("cifar-10", root=isolated / "data")
     one_line_error(excinfo, "cifar10", "torchvision")
@@ -254,15 +267,24 @@ def test_corrupt_idx_files(isolated, fmnist_dir):
     target = isolated / "data" / "fashion-mnist"
     target.mkdir(parents=True)
     os.symlink(fmnist_dir / TEST_FILES[0], target / TEST_FILES[0])
-    (target / TEST_FILES[1]).write_bytes(b"this is not gzip data")
+    (target / TEST_FILES[1]).write_bytes(b"this is not gzip data")     # a known name: refused by its checksum
     with pytest.raises(FredsetError) as excinfo:
         load_dataset("fashion-mnist", split="test", root=isolated / "data")
-    one_line_error(excinfo, "t10k-labels-idx1-ubyte.gz")
+    one_line_error(excinfo, "t10k-labels-idx1-ubyte.gz", "expected")
     (target / TEST_FILES[1]).unlink()
-    (target / TEST_FILES[1]).write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x27\x10" + b"\x00" * 100))
+    label_file = target / "t10k-labels-idx1-ubyte"                        # decompressed: no published checksum
+    label_file.write_bytes(b"\x00\x00\x08\x01\x00\x00\x27\x10" + b"\x00" * 100)
     with pytest.raises(FredsetError) as excinfo:
         load_dataset("fashion-mnist", split="test", root=isolated / "data")
-    one_line_error(excinfo, "t10k-labels-idx1-ubyte.gz", "size")
+    one_line_error(excinfo, "t10k-labels-idx1-ubyte", "size")
+    label_file.write_bytes(b"not an IDX file")
+    with pytest.raises(FredsetError) as excinfo:
+        load_dataset("fashion-mnist", split="test", root=isolated / "data")
+    one_line_error(excinfo, "t10k-labels-idx1-ubyte", "magic")
+    (isolated / "x.gz").write_bytes(b"this is not gzip data")
+    with pytest.raises(FredsetError) as excinfo:
+        read_idx(isolated / "x.gz")
+    one_line_error(excinfo, "x.gz", "cannot read IDX")
 
 
 def test_idx_label_count_mismatch_and_uncompressed_files(isolated):
@@ -283,6 +305,108 @@ def test_idx_label_count_mismatch_and_uncompressed_files(isolated):
     with pytest.raises(FredsetError) as excinfo:
         load_dataset("mnist", split="test", root=isolated / "data")
     one_line_error(excinfo, "labels outside")
+
+
+# -- known checksums ------------------------------------------------------------------------------------------
+
+def test_known_checksums_cover_every_file_of_the_named_datasets():
+    archives = {"cifar10": "cifar-10-python.tar.gz", "cifar100": "cifar-100-python.tar.gz"}
+    for name in ("mnist", "fashion-mnist", "svhn", "cifar10", "cifar100"):
+        known = registry.KNOWN_FILES[name]
+        read = {alternative for split in registry.LAYOUTS[name].files.values() for alternatives in split
+                for alternative in alternatives if alternative.endswith((".gz", ".mat")) or name.startswith("cifar")}
+        assert read | ({archives[name]} if name in archives else set()) == set(known), name
+        for file, digests in known.items():
+            assert digests and all(entry.source for entry in digests), (name, file)
+            for entry in digests:
+                assert len(entry.digest) == {"sha256": 64, "md5": 32}[entry.algorithm], (name, file)
+                assert all(c in "0123456789abcdef" for c in entry.digest), (name, file)
+            # SHA-256 wherever one is published: only the files extracted from the CIFAR archives lack one
+            assert any(entry.algorithm == "sha256" for entry in digests) == (file not in read or
+                                                                             not name.startswith("cifar"))
+    assert "tiny-imagenet" not in registry.KNOWN_FILES
+
+
+def test_registry_fashion_mnist_checksums_match_the_installed_copies():
+    copies = [place / "fashion-mnist" for place in (registry.SHARED_DATA, registry.SYSTEM_DATA)
+              if all((place / "fashion-mnist" / name).is_file() for name in TEST_FILES + TRAIN_FILES)]
+    if not copies:
+        pytest.skip("no copy of Fashion-MNIST in the shared or the Debian location")
+    for copy in copies:
+        for name in TEST_FILES + TRAIN_FILES:
+            assert sha256_file(copy / name) in known_sha256("fashion-mnist", name), copy / name
+        if (copy / "SHA256SUMS").is_file():
+            for line in (copy / "SHA256SUMS").read_text().splitlines():
+                digest, name = line.split()
+                assert digest in known_sha256("fashion-mnist", name), (copy, name)
+
+
+def write_mnist_test_files(target: pathlib.Path) -> pathlib.Path:
+    """Synthetic MNIST test files under the published .gz names (so not the published bytes)."""
+    target.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    write_idx(target / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (5, 28, 28)))
+    write_idx(target / "t10k-labels-idx1-ubyte.gz", np.arange(5))
+    return target
+
+
+def test_known_checksum_refuses_other_bytes_wherever_they_are_found(isolated, monkeypatch):
+    images = "t10k-images-idx3-ubyte.gz"
+    published = "SHA-256 8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"
+
+    def refused(**kwargs):
+        with pytest.raises(FredsetError) as excinfo:
+            load_dataset("mnist", split="test", **kwargs)
+        return one_line_error(excinfo, images, published, "MD5 9fb629c4189551a2d022fa330f9573f3 (torchvision)")
+
+    root = write_mnist_test_files(isolated / "root" / "mnist")
+    message = refused(root=isolated / "root")
+    assert f"SHA-256 {sha256_file(root / images)}" in message and message.startswith(str(root / images))
+    # a SHA256SUMS that agrees with the other bytes does not override the published digest
+    (root / "SHA256SUMS").write_text(f"{sha256_file(root / images)}  {images}\n")
+    refused(root=isolated / "root")
+    monkeypatch.setenv("FREDSET_DATA", str(write_mnist_test_files(isolated / "env" / "mnist").parent))
+    refused()
+    monkeypatch.delenv("FREDSET_DATA")
+    for attribute in ("SYSTEM_DATA", "SHARED_DATA"):
+        place = write_mnist_test_files(isolated / attribute / "mnist").parent
+        monkeypatch.setattr(registry, attribute, place)
+        refused()
+        monkeypatch.setattr(registry, attribute, isolated / "empty" / attribute)
+
+
+def test_known_md5_accepts_the_file_and_provenance_stays_sha256(isolated, monkeypatch):
+    target = write_mnist_test_files(isolated / "data" / "mnist")
+    known = {name: (registry.KnownDigest("sha256", "0" * 64, "test"),
+                    registry.KnownDigest("md5", hashlib.md5((target / name).read_bytes()).hexdigest(), "test"))
+             for name in TEST_FILES}
+    monkeypatch.setitem(registry.KNOWN_FILES, "mnist", known)
+    data = load_dataset("mnist", split="test", root=isolated / "data")
+    assert data.source["files"] == {name: sha256_file(target / name) for name in TEST_FILES}
+
+
+def test_corrupted_copy_of_a_real_file_is_refused(isolated, fmnist_dir):
+    target = link_test_files(fmnist_dir, isolated / "data" / "fashion-mnist", sums=False, names=TEST_FILES[1:])
+    corrupted = bytearray((fmnist_dir / TEST_FILES[0]).read_bytes())
+    corrupted[len(corrupted) // 2] ^= 0x01
+    (target / TEST_FILES[0]).write_bytes(bytes(corrupted))
+    with pytest.raises(FredsetError) as excinfo:
+        load_dataset("fashion-mnist", split="test", root=isolated / "data")
+    message = one_line_error(excinfo, str(target / TEST_FILES[0]), hashlib.sha256(corrupted).hexdigest(),
+                             "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073")
+    assert all(digest in message for digest in known_sha256("fashion-mnist", TEST_FILES[0]))
+
+
+def test_the_four_gz_files_without_sha256sums_load(isolated, fmnist_dir, fmnist_train, fmnist_test):
+    target = link_test_files(fmnist_dir, isolated / "data" / "fashion-mnist", sums=False,
+                             names=TRAIN_FILES + TEST_FILES)
+    assert sorted(p.name for p in target.iterdir()) == sorted(TRAIN_FILES + TEST_FILES)
+    for split, names, reference in (("train", TRAIN_FILES, fmnist_train), ("test", TEST_FILES, fmnist_test)):
+        data = load_dataset("fashion-mnist", split=split, root=isolated / "data")
+        assert pathlib.Path(data.source["root"]) == target
+        assert_known_hashes(data.source["files"], names)
+        assert data.source["files"] == reference.source["files"]
+        assert torch.equal(data.images, reference.images) and torch.equal(data.labels, reference.labels)
 
 
 # -- npz ------------------------------------------------------------------------------------------------------

@@ -1,4 +1,3 @@
-import warnings
 
 import pytest
 import torch
@@ -83,14 +82,12 @@ def test_opens_bytes_and_refuses_bad_files(saved, tmp_path):
         FredDataset(tmp_path / "junk.fredset")
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback on a machine without CUDA")
-def test_cuda_request_falls_back_to_cpu_with_a_warning(saved):
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_cuda_request_without_cuda_is_refused_and_auto_uses_the_cpu(saved):
     _, path = saved
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        dataset = FredDataset(path, device="cuda")
-    assert dataset.images.device.type == "cpu"
-    assert any("CUDA" in str(w.message) for w in caught)
+    with pytest.raises(FredsetError, match="CUDA is not available"):
+        FredDataset(path, device="cuda")
+    assert FredDataset(path, device="auto").images.device.type == "cpu"
 
 
 def test_bad_device_is_a_fredset_error(saved):

@@ -253,3 +253,70 @@ def test_mask_problems_are_named_before_decompressing(artifact, tmp_path):
         handle["masks"][...] = masks
 
     assert_refused(tmp_path, rebuilt(artifact, repeat_index), "/masks: mask indices must be strictly increasing")
+
+
+# -- whole files as bytes in memory: fredset.save_bytes and fredset.load_bytes --------------------
+
+@pytest.mark.parametrize("options", [{}, {"encoding": "float16", "shuffle": False}, {"encoding": "int8", "level": 3}])
+def test_save_bytes_is_the_file_that_save_writes(artifact, tmp_path, monkeypatch, options):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")  # the creation time is in the file
+    path = tmp_path / "a.fredset"
+    size = fredset.save(artifact, path, **options)
+    data = fredset.save_bytes(artifact, **options)
+    assert type(data) is bytes and len(data) == size and data == path.read_bytes()
+
+
+def test_load_bytes_round_trip_equals_save_and_load(artifact, tmp_path):
+    artifact.license = "CC-BY-4.0"
+    path = tmp_path / "a.fredset"
+    fredset.save(artifact, path, encoding="int8")
+    from_file = fredset.load(path)
+    data = fredset.save_bytes(artifact, encoding="int8")
+    for source in (data, bytearray(data), memoryview(data)):
+        loaded = fredset.load_bytes(source)
+        assert all(torch.equal(a, b) for a, b in zip(loaded.coefficients, from_file.coefficients))
+        assert torch.equal(loaded.masks, from_file.masks)
+        for field in ("classes", "image_size", "mean", "std", "dataset", "license", "citation", "dataset_license",
+                      "counts"):
+            assert getattr(loaded, field) == getattr(from_file, field)
+        assert {k: v for k, v in loaded.provenance.items() if k != "created"} == \
+            {k: v for k, v in from_file.provenance.items() if k != "created"}
+
+
+def _damaged_superblock(data: bytes) -> bytes:
+    payload = bytearray(data[HEADER_SIZE:])
+    payload[24:40] = b"\xff" * 16  # base, extension and end-of-file addresses; checksum recomputed
+    return pack_header(bytes(payload)) + bytes(payload)
+
+
+def test_load_bytes_checks_exactly_what_reading_a_file_checks(artifact, tmp_path):
+    data = fredset.save_bytes(artifact)
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0x10
+    bad = {
+        "empty": (b"", {}), "text": (b"hello world" * 60, {}), "header only": (data[:300], {}),
+        "truncated": (data[:-1], {}), "extra byte": (data + b"\0", {}), "bit flip": (bytes(flipped), {}),
+        "major version 2": (with_version(data, 2, 0), {}), "superblock": (_damaged_superblock(data), {}),
+        "extra group": (rebuilt(artifact, lambda handle: handle.create_group("extra")), {}),
+        "mask index": (rebuilt(artifact, lambda handle: handle["masks"].__setitem__((1, -1), 800)), {}),
+        "file size limit": (data, {"max_file_bytes": len(data) - 1}),
+        "decoded size limit": (data, {"max_decoded_bytes": artifact.decoded_bytes - 1}),
+    }
+    path = tmp_path / "bad.fredset"
+    for name, (content, limits) in bad.items():
+        with pytest.raises(FredsetError) as from_bytes:
+            fredset.load_bytes(content, **limits)
+        path.write_bytes(content)
+        with pytest.raises(FredsetError) as from_file:
+            fredset.load(path, **limits)
+        assert type(from_bytes.value) is FredsetError, name
+        assert from_bytes.value.path == "<bytes>" and str(from_bytes.value).startswith("<bytes>: "), name
+        assert from_bytes.value.problem == from_file.value.problem, name
+
+
+def test_load_bytes_takes_only_bytes(tmp_path):
+    path = tmp_path / "a.fredset"
+    fredset.save(make_artifact(), path)
+    for source in (path, str(path), io.BytesIO(path.read_bytes())):
+        with pytest.raises(TypeError, match="load_bytes takes bytes"):
+            fredset.load_bytes(source)

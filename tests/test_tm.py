@@ -1,6 +1,7 @@
 """TM, trajectory matching: the unrolled update, its two ways of differentiating, the learned step size,
 defaults, buffer checks, resume and the command line."""
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -14,10 +15,10 @@ from click.testing import CliRunner
 from fredset import FredDataset, FredsetError, load
 from fredset.data import load_dataset
 from fredset.data.realdata import RealData
-from fredset.distill.augment import DSA
-from fredset.distill.buffer import ExpertBuffer, train_experts
+from fredset.augment import DSA
+from fredset.experts import ExpertBuffer, train_experts
 from fredset.distill.loop import DistillConfig, distill
-from fredset.distill.objectives import TrajectoryMatching
+from fredset.distill.objectives import TMOptions, TrajectoryMatching
 from fredset.distill.objectives.tm import SYN_LR_MIN, tm_defaults
 from fredset.distill.synset import init_frequency_synset
 from fredset.models import build_model, init_parameters
@@ -132,8 +133,8 @@ def test_tm_lowers_its_loss(buffer_dir, real):
 
 
 def test_syn_lr_is_learned_clipped_and_stored(real, buffer_dir, tmp_path):
-    config = DistillConfig(dataset="toy-tensors", objective="tm", ipc=1, k=16, iterations=2, buffer=str(buffer_dir),
-                           syn_steps=2, max_start_epoch=2, lr_lr=1e-4, lr=1e4)
+    config = DistillConfig(dataset="toy-tensors", objective="tm", ipc=1, k=16, iterations=2, lr=1e4,
+                           options=dict(buffer=str(buffer_dir), syn_steps=2, max_start_epoch=2, lr_lr=1e-4))
     artifact = distill(config, real)
     learned = artifact.provenance["recommended_lr"]
     assert learned != 0.01 and learned >= SYN_LR_MIN  # moved by its own optimiser
@@ -155,9 +156,9 @@ def test_syn_lr_is_learned_clipped_and_stored(real, buffer_dir, tmp_path):
 
 def test_evaluate_trains_with_the_learned_lr(tmp_path, npz_toy):
     train = load_dataset(npz_toy, split="train")
-    config = DistillConfig(dataset=train.name, objective="tm", ipc=1, k=16, iterations=1,
-                           buffer=str(npz_buffer(train, tmp_path)), syn_steps=1, max_start_epoch=1, lr_lr=1e-4,
-                           lr=1e4)
+    config = DistillConfig(dataset=train.name, objective="tm", ipc=1, k=16, iterations=1, lr=1e4,
+                           options=TMOptions(buffer=str(npz_buffer(train, tmp_path)), syn_steps=1, max_start_epoch=1,
+                                             lr_lr=1e-4))
     from fredset import save
 
     artifact = distill(config, train)
@@ -185,11 +186,11 @@ def npz_toy(tmp_path) -> Path:
 
 
 def test_resume_continues_and_refuses_another_buffer(real, buffer_dir, tmp_path):
-    config = DistillConfig(dataset="toy-tensors", objective="tm", ipc=1, k=16, iterations=2, buffer=str(buffer_dir),
-                           syn_steps=2, max_start_epoch=2, lr=1e4)
+    options = TMOptions(buffer=str(buffer_dir), syn_steps=2, max_start_epoch=2)
+    config = DistillConfig(dataset="toy-tensors", objective="tm", ipc=1, k=16, iterations=2, lr=1e4, options=options)
     checkpoint = tmp_path / "run.ckpt"
     distill(config, real, checkpoint=checkpoint)
-    longer = DistillConfig(**{**config.__dict__, "iterations": 3})
+    longer = dataclasses.replace(config, iterations=3)
     resumed = distill(longer, real, checkpoint=checkpoint, resume=True)
     straight = distill(longer, real)
     assert all(torch.equal(a, b) for a, b in zip(resumed.coefficients, straight.coefficients))
@@ -199,11 +200,11 @@ def test_resume_continues_and_refuses_another_buffer(real, buffer_dir, tmp_path)
 
     grown = tmp_path / "grown"  # the same path now holds a buffer with one more expert
     shutil.copytree(buffer_dir, grown)
-    distill(DistillConfig(**{**config.__dict__, "buffer": str(grown)}), real, checkpoint=tmp_path / "g.ckpt")
+    on_grown = dataclasses.replace(options, buffer=str(grown))
+    distill(dataclasses.replace(config, options=on_grown), real, checkpoint=tmp_path / "g.ckpt")
     train_experts(real, grown, experts=3, epochs=4, batch_size=16)
     with pytest.raises(FredsetError, match="another expert buffer"):
-        distill(DistillConfig(**{**longer.__dict__, "buffer": str(grown)}), real, checkpoint=tmp_path / "g.ckpt",
-                resume=True)
+        distill(dataclasses.replace(longer, options=on_grown), real, checkpoint=tmp_path / "g.ckpt", resume=True)
 
 
 def test_defaults_follow_the_reference_table(real, buffer_dir):
@@ -214,16 +215,22 @@ def test_defaults_follow_the_reference_table(real, buffer_dir):
     assert tm_defaults("cifar10", 50)["lr_teacher"] == 1e-3
     assert tm_defaults("cifar100", 2)["max_start_epoch"] == 15  # the row of the largest ipc below
     assert tm_defaults("my-folder", 1)["defaults_from"] == "cifar10 ipc 1"
-    resolved = DistillConfig(dataset="toy-tensors", objective="tm", buffer=str(buffer_dir),
-                             max_start_epoch=2).resolved(real)  # no row for this data: CIFAR-10's
-    assert (resolved.lr, resolved.syn_steps, resolved.lr_lr, resolved.lr_teacher, resolved.expert_epochs,
-            resolved.batch_syn, resolved.checkpoint_steps, resolved.autocast) == (
-        1e8, 50, 1e-7, 0.01, 2, 0, False, False)
+    run = DistillConfig(dataset="toy-tensors", objective="tm",
+                        options=dict(buffer=str(buffer_dir), max_start_epoch=2)).resolve(real)  # no row: CIFAR-10's
+    resolved, options = run.config, run.config.options
+    assert (resolved.lr, resolved.k, options.syn_steps, options.lr_lr, options.lr_teacher, options.expert_epochs,
+            options.batch_syn, options.checkpoint_steps, resolved.precision) == (
+        1e8, 9, 50, 1e-7, 0.01, 2, 0, False, "fp32")  # k: H*W/16, 12x12 has no room for the reference k 64
+    assert run.prepared.directory == buffer_dir and len(run.prepared) == len(ExpertBuffer(buffer_dir))
     with pytest.raises(FredsetError, match="does not fit fashion-mnist"):  # 12x12 experts, 28x28 data
-        DistillConfig(dataset="fashion-mnist", objective="tm", buffer=str(buffer_dir)).resolved(
+        DistillConfig(dataset="fashion-mnist", objective="tm", options={"buffer": str(buffer_dir)}).resolve(
             load_dataset("fashion-mnist"))
     with pytest.raises(FredsetError, match="--syn-steps only applies to --objective tm"):
-        DistillConfig(dataset="toy", objective="dm", k=16, syn_steps=3).resolved(real)
+        DistillConfig(dataset="toy", objective="dm", k=16, options={"syn_steps": 3}).resolve(real)
+    with pytest.raises(FredsetError, match="--no-such-option does not apply to --objective tm"):
+        DistillConfig(dataset="toy", objective="tm", options={"no_such_option": 3}).resolve(real)
+    with pytest.raises(FredsetError, match="--syn-steps must be >= 1"):
+        DistillConfig(dataset="toy", objective="tm", options={"syn_steps": 0}).resolve(real)
 
 
 def test_buffer_must_hold_the_needed_snapshots(real, buffer):

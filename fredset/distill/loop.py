@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -16,106 +15,18 @@ import numpy as np
 import torch
 
 from ..artifact import Artifact
+from ..augment import DSA
 from ..errors import FredsetError
-from ..format import write_atomically
-from .augment import DSA, STRATEGY
-from .objectives import OBJECTIVES
-from .objectives.tm import open_buffer, tm_defaults
-from .synset import SynSet, default_k, init_frequency_synset, init_pixel_synset, instances_per_class
+from ..files import summarised_source, write_atomically
+from .config import DistillConfig, ResolvedRun
+from .synset import SynSet, init_frequency_synset, init_pixel_synset
+
+__all__ = ["CITATION", "DistillConfig", "ResolvedRun", "RunState", "distill"]
 
 CITATION = ("@inproceedings{shin2023fred, title={Frequency Domain-based Dataset Distillation}, "
             "author={Shin, Donghyeok and Shin, Seungjae and Moon, Il-Chul}, "
             "booktitle={Advances in Neural Information Processing Systems}, year={2023}}")
-
-# Published learning rates. For "freq" they are on the reference's unnormalised-DCT scale, which
-# FrequencySynSet reproduces exactly (see synset.reference_scale).
-# TM pixel: MTT's lr_img for CIFAR-10 ipc 1.
-DEFAULT_LR = {("dm", "freq"): 1e6, ("dm", "pixel"): 1.0, ("dc", "freq"): 1e3, ("dc", "pixel"): 0.1,
-              ("tm", "freq"): 1e8, ("tm", "pixel"): 1e3}
-TM_DEFAULT_K = 64  # the reference TM scripts' msz_per_channel
 CHECKPOINT_VERSION = 1
-
-
-@dataclass
-class DistillConfig:
-    """Everything that determines a run (recorded in the artifact's provenance)."""
-
-    dataset: str
-    objective: str = "dm"
-    parameterization: str = "freq"
-    ipc: float = 1.0
-    k: int | None = None  # default: H*W/16 (FreD's CIFAR-10 ratio)
-    iterations: int = 1000
-    lr: float | None = None  # default: DEFAULT_LR
-    momentum: float = 0.5
-    seed: int = 0
-    mask_source: str = "init"
-    model: str = "convnet"
-    batch_real: int = 256
-    dsa: str = "auto"  # "auto": the reference's choice per objective (DM: STRATEGY, DC: none)
-    autocast: bool | str = "auto"  # DM: real-image embedding in bfloat16 ("auto": where the hardware supports it);
-    # TM: the unrolled steps in bfloat16 ("auto": never)
-    # TM only (None: the reference's value for the dataset and ipc, see objectives.tm.TM_DEFAULTS)
-    buffer: str | None = None
-    syn_steps: int | None = None
-    max_start_epoch: int | None = None
-    expert_epochs: int | None = None
-    lr_lr: float | None = None
-    lr_teacher: float | None = None
-    batch_syn: int | None = None  # images per unrolled step; 0: all
-    checkpoint_steps: bool | None = None  # recompute unrolled steps in the backward pass (memory of one step)
-
-    def resolved(self, real: Any, device: torch.device | str = "cpu") -> DistillConfig:
-        """A copy with defaults filled in and options checked against the data."""
-        if self.objective not in OBJECTIVES:
-            raise FredsetError(f"--objective {self.objective!r} is not available; choose from {', '.join(OBJECTIVES)}")
-        if self.parameterization not in ("freq", "pixel"):
-            raise FredsetError(f"--parameterization must be 'freq' or 'pixel', got {self.parameterization!r}")
-        if self.iterations < 0:
-            raise FredsetError(f"--iterations must be >= 0, got {self.iterations}")
-        height, width = real.image_size
-        values = asdict(self)
-        tm_fields = ("buffer", "syn_steps", "max_start_epoch", "expert_epochs", "lr_lr", "lr_teacher", "batch_syn",
-                     "checkpoint_steps")
-        if self.objective == "tm":
-            for name, value in tm_defaults(real.name, self.ipc).items():
-                if name in values and values[name] is None:
-                    values[name] = value
-            values["batch_syn"] = values["batch_syn"] or 0
-            values["checkpoint_steps"] = bool(values["checkpoint_steps"])
-        else:
-            given = [name for name in tm_fields if values[name] is not None]
-            if given:
-                raise FredsetError(f"--{given[0].replace('_', '-')} only applies to --objective tm")
-        if self.parameterization == "freq":
-            # TM keeps the reference's k 64 where an image has room for it (>= 256 pixels), else H*W/16
-            tm_k = self.objective == "tm" and height * width >= 4 * TM_DEFAULT_K
-            values["k"] = self.k or (TM_DEFAULT_K if tm_k else default_k(height, width))
-            instances_per_class(self.ipc, height, width, values["k"])  # refuses n < 2 early
-        else:
-            if self.ipc != int(self.ipc) or self.ipc < 1:
-                raise FredsetError(f"--ipc must be a whole number >= 1 for the pixel parameterization, "
-                                   f"got {self.ipc:g}")
-            values["k"] = None
-        if values["lr"] is None:
-            values["lr"] = DEFAULT_LR[(self.objective, self.parameterization)]
-        if values["dsa"] == "auto":
-            values["dsa"] = STRATEGY if OBJECTIVES[self.objective].default_dsa else "none"
-        if values["autocast"] == "auto":  # TM's unrolled steps stay float32 unless bf16 is asked for
-            values["autocast"] = self.objective != "tm" and bfloat16_is_fast(device)
-        resolved = DistillConfig(**values)
-        if resolved.objective == "tm":
-            open_buffer(resolved, real)  # a wrong buffer fails here, before anything starts
-        return resolved
-
-
-def bfloat16_is_fast(device: torch.device | str = "cpu") -> bool:
-    """bfloat16 has hardware support: a CUDA device of compute capability 8+, or a CPU with
-    AVX-512 BF16 / AMX (where it ran the DM real-image pass 2x faster, see docs/RESULTS.md)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 @dataclass
@@ -128,11 +39,14 @@ class RunState:
     evaluations: list[dict[str, Any]] = field(default_factory=list)
 
 
-def distill(config: DistillConfig, real: Any, *, device: torch.device | str = "cpu",
+def distill(config: DistillConfig | ResolvedRun, real: Any, *, device: torch.device | str = "cpu",
             checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 0, resume: bool = False,
             on_iteration: Callable[[int, float], None] | None = None,
             evaluate_every: int = 0, evaluate: Callable[..., dict[str, Any] | None] | None = None) -> Artifact:
     """Run ``config`` on ``real`` (a fredset.data.RealData train split) and return the Artifact.
+
+    ``config`` may be resolved already (:meth:`DistillConfig.resolve` with the same data and device), so
+    that a caller that checked the options first does not resolve them twice.
 
     With ``checkpoint``, the state is saved there every ``checkpoint_every`` iterations and at the
     end; ``resume=True`` continues from it (same config required; more iterations allowed) and
@@ -141,7 +55,8 @@ def distill(config: DistillConfig, real: Any, *, device: torch.device | str = "c
     must use its own generator.
     """
     device = torch.device(device)
-    config = config.resolved(real, device)
+    run = config if isinstance(config, ResolvedRun) else config.resolve(real, device)
+    config = run.config
     generator = torch.Generator().manual_seed(config.seed)
     if config.parameterization == "freq":
         synset: SynSet = init_frequency_synset(real, config.ipc, config.k, generator=generator,
@@ -150,7 +65,7 @@ def distill(config: DistillConfig, real: Any, *, device: torch.device | str = "c
         synset = init_pixel_synset(real, config.ipc, generator=generator, device=device)
     optimizer = torch.optim.SGD(synset.parameters(), lr=config.lr, momentum=config.momentum)
     dsa = DSA(config.dsa) if config.dsa and config.dsa != "none" else None
-    objective = OBJECTIVES[config.objective].from_config(config, real, dsa, device)
+    objective = run.objective.build(config, run.prepared, real, dsa, device)
     state = RunState()
     if resume and checkpoint is not None and os.path.exists(checkpoint):
         state = load_checkpoint(checkpoint, config, synset, optimizer, generator, objective)
@@ -207,17 +122,6 @@ def artifact_fields(config: DistillConfig, real: Any, synset: SynSet, objective:
                 provenance=provenance, citation=CITATION, dataset_license=real.license)
 
 
-def summarised_source(source: dict[str, Any], limit: int = 64) -> dict[str, Any]:
-    """``source`` with a long file list (an ImageFolder) replaced by its count and one digest, so the
-    file's metadata stays small; the digest is SHA-256 over the sorted "name sha256" lines."""
-    files = source.get("files", {})
-    if len(files) <= limit:
-        return source
-    listing = "".join(f"{name} {digest}\n" for name, digest in sorted(files.items()))
-    return {**{key: value for key, value in source.items() if key != "files"},
-            "files_count": len(files), "files_sha256": hashlib.sha256(listing.encode()).hexdigest()}
-
-
 # -- checkpoints (HDF5, never pickle) ---------------------------------------------------------
 
 def save_checkpoint(path: str | os.PathLike, config: DistillConfig, synset: SynSet, optimizer: torch.optim.Optimizer,
@@ -225,7 +129,7 @@ def save_checkpoint(path: str | os.PathLike, config: DistillConfig, synset: SynS
     """Parameters, momentum buffers, generator state, objective state and progress; written atomically."""
     buffer = io.BytesIO()
     with h5py.File(buffer, "w") as handle:
-        handle["config"] = np.frombuffer(json.dumps(asdict(config), sort_keys=True).encode(), np.uint8)
+        handle["config"] = np.frombuffer(json.dumps(config.record(), sort_keys=True).encode(), np.uint8)
         handle["state"] = np.frombuffer(json.dumps({**asdict(state), "version": CHECKPOINT_VERSION}).encode(),
                                         np.uint8)
         handle["generator"] = generator.get_state().numpy()
@@ -245,7 +149,7 @@ def load_checkpoint(path: str | os.PathLike, config: DistillConfig, synset: SynS
     try:
         with h5py.File(path, "r") as handle:
             saved = json.loads(bytes(handle["config"][()]))
-            mine = asdict(config)
+            mine = config.record()
             differing = sorted(key for key in mine if key != "iterations" and saved.get(key) != mine[key])
             if differing:
                 raise FredsetError(f"checkpoint was made with different options ({', '.join(differing)}); "

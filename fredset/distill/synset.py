@@ -17,7 +17,7 @@ def reference_weights(height: int, width: int, *, device: torch.device | str | N
     """w_u * w_v with w_0 = 2, else 1 ([H, W]).
 
     The reference ranks variances of *unnormalised* DCT-II coefficients, which weights the DC term
-    x4 and the first row/column x2 relative to the orthonormal transform (fact sheet section 3);
+    x4 and the first row/column x2 relative to the orthonormal transform (docs/ALGORITHM.md, EVR mask);
     multiplying orthonormal variances by these weights reproduces its ranking.
     """
     w_h = torch.ones(height, device=device)
@@ -56,7 +56,8 @@ def default_k(height: int, width: int) -> int:
 
 
 def instances_per_class(ipc: float, height: int, width: int, k: int, class_size: int | None = None) -> int:
-    """n = floor(ipc * H*W / k): the instances a storage budget of ipc images per class buys (fact sheet 1).
+    """n = floor(ipc * H*W / k): the instances a storage budget of ipc images per class buys
+    (docs/ALGORITHM.md, FreD parameterisation).
 
     FredsetError when n < 2 (one sample has no variance for the EVR mask) or n exceeds the class.
     """
@@ -117,8 +118,6 @@ class FrequencySynSet(SynSet):
     :func:`reference_scale`); masks are fixed buffers.
     """
 
-    parameterization = "freq"
-
     def __init__(self, coefficients: list[torch.Tensor], masks: torch.Tensor, image_size: tuple[int, int]) -> None:
         super().__init__()
         self.image_size = tuple(image_size)
@@ -147,8 +146,6 @@ class PixelSynSet(SynSet):
     Exported losslessly as a .fredset with the full mask (k = H*W, the orthonormal DCT is invertible).
     """
 
-    parameterization = "pixel"
-
     def __init__(self, images: list[torch.Tensor]) -> None:
         super().__init__()
         self.counts = [int(block.shape[0]) for block in images]
@@ -169,7 +166,8 @@ class PixelSynSet(SynSet):
 
 def init_frequency_synset(real: Any, ipc: float, k: int, *, generator: torch.Generator,
                           mask_source: str = "init", device: torch.device | str = "cpu") -> FrequencySynSet:
-    """FreD initialisation: per class n random real images, their DCT, the EVR mask (fact sheet 2).
+    """FreD initialisation: per class n random real images, their DCT, the EVR mask
+    (docs/ALGORITHM.md, FreD parameterisation and EVR mask).
 
     ``mask_source`` "init" ranks frequencies on the n sampled images (the reference), "class" on
     the whole class.

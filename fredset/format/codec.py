@@ -17,10 +17,6 @@ _STORED_DTYPE = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2"), "int8":
 INT8_LIMIT = 127  # int8 codes use -127..127 so the scale is symmetric around the offset
 
 
-def stored_itemsize(encoding: str) -> int:
-    return _STORED_DTYPE[encoding].itemsize
-
-
 def quantize_int8(block: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Affine int8 codes for a class block [n, C, k] with scale and offset per (channel, frequency).
 

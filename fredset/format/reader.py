@@ -77,6 +77,18 @@ def load(source: Source, **limits: int) -> Artifact:
     return read_file(source, **limits)[0]
 
 
+def load_bytes(data: bytes | bytearray | memoryview, **limits: int) -> Artifact:
+    """The :class:`Artifact` in the bytes of a whole .fredset file, held in memory.
+
+    The same checks as for a file, in the same order (size bound, header and SHA-256, then the
+    HDF5 structure); error messages name ``<bytes>`` where they would name a path.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"load_bytes takes bytes, bytearray or memoryview, not {type(data).__name__} "
+                        "(fredset.load reads paths and file objects)")
+    return read_file(data, **limits)[0]
+
+
 def _read_bytes(source: Source, limit: int) -> tuple[bytes, str]:
     if isinstance(source, (bytes, bytearray, memoryview)):
         data, path = bytes(source), "<bytes>"
@@ -253,4 +265,5 @@ def _short(error: Exception) -> str:
     return text[:160] + ("..." if len(text) > 160 else "")
 
 
-__all__ = ["FileInfo", "read_file", "load", "HEADER_SIZE", "DEFAULT_MAX_FILE_BYTES", "DEFAULT_MAX_DECODED_BYTES"]
+__all__ = ["FileInfo", "read_file", "load", "load_bytes", "HEADER_SIZE", "DEFAULT_MAX_FILE_BYTES",
+           "DEFAULT_MAX_DECODED_BYTES"]

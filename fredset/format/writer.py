@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import h5py
 import numpy as np
 
 from ..artifact import Artifact
 from ..errors import FredsetError
+from ..files import write_atomically
 from .codec import ENCODINGS, encode_block, quantize_int8
-from .header import HEADER_SIZE, VERSION, pack_header
+from .header import HEADER_SIZE, pack_header
 from .metadata import build_metadata, encode_metadata, validate_metadata
 
 DEFAULT_LEVEL = 19
@@ -21,7 +21,10 @@ DEFAULT_LEVEL = 19
 
 def to_bytes(artifact: Artifact, *, encoding: str = "float32", shuffle: bool = True,
              level: int = DEFAULT_LEVEL) -> bytes:
-    """The complete bytes of a .fredset file for ``artifact``."""
+    """The complete bytes of a .fredset file for ``artifact``: exactly what :func:`save` writes.
+
+    Also available as :func:`save_bytes` (``fredset.save_bytes``).
+    """
     if encoding not in ENCODINGS:
         raise FredsetError(f"unknown coefficient encoding {encoding!r}; choose one of {', '.join(ENCODINGS)}")
     if not 1 <= level <= 22:
@@ -49,24 +52,24 @@ def to_bytes(artifact: Artifact, *, encoding: str = "float32", shuffle: bool = T
     }
     if quantization:
         datasets["quantization"] = np.stack(quantization).astype("<f4")
-    return pack_container(datasets)
+    return _pack_container(datasets)
 
 
-def pack_container(datasets: Mapping[str, np.ndarray], *, version: tuple[int, int] = VERSION,
-                   libver: str | None = None, edit: Callable[[h5py.File], None] | None = None) -> bytes:
+save_bytes = to_bytes  # the top-level name, beside fredset.save, fredset.load and fredset.load_bytes
+
+
+def _pack_container(datasets: Mapping[str, np.ndarray]) -> bytes:
     """File bytes: ``datasets`` (name -> array, in order) in an HDF5 container behind a fresh header.
 
-    Checks nothing: :func:`to_bytes` builds valid files with it, and the tests and the fuzz report
-    build invalid ones (``edit`` changes the open HDF5 file before the header is computed).
+    Checks nothing (:func:`to_bytes` checks first). Invalid containers for the fuzz tests and the
+    fuzz report are crafted in :mod:`fredset.format._crafting`, not here.
     """
     buffer = io.BytesIO()
-    with h5py.File(buffer, "w", userblock_size=HEADER_SIZE, libver=libver) as handle:
+    with h5py.File(buffer, "w", userblock_size=HEADER_SIZE) as handle:
         for name, values in datasets.items():
             handle.create_dataset(name, data=values)
-        if edit is not None:
-            edit(handle)
     payload = buffer.getbuffer()[HEADER_SIZE:]
-    return pack_header(payload, version) + bytes(payload)
+    return pack_header(payload) + bytes(payload)
 
 
 def save(artifact: Artifact, path: str | os.PathLike, *, encoding: str = "float32", shuffle: bool = True,
@@ -81,26 +84,3 @@ def save(artifact: Artifact, path: str | os.PathLike, *, encoding: str = "float3
     write_atomically(path, data)
     return len(data)
 
-
-def write_atomically(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to a temporary sibling of ``path``, flush it to disk, then rename it over ``path``."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    except OSError as error:
-        raise FredsetError(f"cannot write here ({error.strerror or error})", path) from None
-    try:
-        with os.fdopen(descriptor, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException as error:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        if isinstance(error, OSError):
-            raise FredsetError(f"cannot write file ({error.strerror or error})", path) from None
-        raise

@@ -1,4 +1,4 @@
-"""DC, gradient matching (fact sheet section 4): make the synthetic data's gradients point like the real data's."""
+"""DC, gradient matching (docs/ALGORITHM.md, Gradient matching): make the synthetic data's gradients point like the real data's."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import FredsetError
-from ...models import build_model, init_parameters
-from ..augment import DSA
+from ...training import fresh_network, train_epochs
+from ...augment import DSA
 from ..synset import SynSet
 from .base import Objective
 
@@ -53,10 +53,12 @@ class GradientMatching(Objective):
     """
 
     name = "dc"
+    summary = "gradient matching"
+    default_lr = {"freq": 1e3, "pixel": 0.1}
     default_dsa = False  # the reference DC script never enables DSA
 
     @classmethod
-    def from_config(cls, config: Any, real: Any, dsa: DSA | None, device: torch.device) -> GradientMatching:
+    def build(cls, config: Any, prepared: Any, real: Any, dsa: DSA | None, device: torch.device) -> GradientMatching:
         outer, inner = loops_for(config.ipc)
         return cls(real, outer=outer, inner=inner, model=config.model, batch_real=config.batch_real, dsa=dsa,
                    device=device)
@@ -78,8 +80,8 @@ class GradientMatching(Objective):
                 "dsa": self.dsa.strategy if self.dsa is not None else None}
 
     def iteration(self, synset: SynSet, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> float:
-        net = build_model(self.model, self.real.channels, self.real.num_classes, self.real.image_size)
-        net = init_parameters(net, generator).to(self.device).train()
+        net = fresh_network(self.model, self.real.channels, self.real.num_classes, self.real.image_size, generator,
+                            self.device)
         net_optimizer = torch.optim.SGD(net.parameters(), lr=self.lr_net)
         losses = []
         for outer in range(self.outer):
@@ -116,17 +118,8 @@ class GradientMatching(Objective):
 
     def _train_network(self, net: torch.nn.Module, optimizer: torch.optim.Optimizer, synset: SynSet,
                        generator: torch.Generator) -> None:
+        """``inner`` epochs of the network on the current synthetic set (DSA per sample)."""
         with torch.no_grad():
             images = synset.decode().detach()
-        labels = synset.labels.to(self.device)
-        for _ in range(self.inner):
-            order = torch.randperm(len(images), generator=generator).to(self.device)
-            for start in range(0, len(images), self.batch_train):
-                index = order[start:start + self.batch_train]
-                batch = images[index]
-                if self.dsa is not None:
-                    batch = self.dsa(batch, generator=generator, siamese=False)
-                loss = F.cross_entropy(net(batch), labels[index])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+        train_epochs(net, optimizer, images, synset.labels, epochs=self.inner, generator=generator,
+                     batch_size=self.batch_train, augment=self.dsa)

@@ -1,4 +1,4 @@
-"""DM, distribution matching (fact sheet section 4): match mean embeddings of a random network."""
+"""DM, distribution matching (docs/ALGORITHM.md, Distribution matching): match mean embeddings of a random network."""
 
 from __future__ import annotations
 
@@ -7,13 +7,10 @@ from typing import Any
 
 import torch
 
-from ...models import build_model, init_parameters
-from ..augment import DSA
+from ...models import build_model, init_parameters, micro_batch_size
+from ...augment import DSA
 from ..synset import SynSet
 from .base import Objective
-
-
-_CHUNK_ELEMENTS = 2**22  # activation elements per real-embedding chunk (16 MB in float32)
 
 
 class DistributionMatching(Objective):
@@ -26,6 +23,8 @@ class DistributionMatching(Objective):
     """
 
     name = "dm"
+    summary = "distribution matching"
+    default_lr = {"freq": 1e6, "pixel": 1.0}
 
     def __init__(self, real: Any, *, model: str = "convnet", batch_real: int = 256, dsa: DSA | None = None,
                  autocast: bool = False, device: torch.device | str = "cpu") -> None:
@@ -37,9 +36,10 @@ class DistributionMatching(Objective):
         self.device = torch.device(device)
 
     @classmethod
-    def from_config(cls, config: Any, real: Any, dsa: DSA | None, device: torch.device) -> DistributionMatching:
-        return cls(real, model=config.model, batch_real=config.batch_real, dsa=dsa, autocast=config.autocast,
-                   device=device)
+    def build(cls, config: Any, prepared: Any, real: Any, dsa: DSA | None,
+              device: torch.device) -> DistributionMatching:
+        return cls(real, model=config.model, batch_real=config.batch_real, dsa=dsa,
+                   autocast=config.precision == "bf16", device=device)
 
     def hyperparameters(self) -> dict[str, Any]:
         return {"model": self.model, "batch_real": self.batch_real,
@@ -87,10 +87,9 @@ class DistributionMatching(Objective):
 
     @torch.no_grad()
     def _embed_real(self, net: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-        """Embed in chunks whose first activation is ~16 MB: 2.7x faster here than one batch of 2,560,
-        whose gigabyte activations miss every cache and are page-faulted afresh each time. Exact."""
-        height, width = images.shape[-2:]
-        chunk = max(1, _CHUNK_ELEMENTS // (128 * (height + 4) * (width + 4)))
+        """Embed in micro-batches whose first activation is ~16 MB: one batch of 2,560 has gigabyte
+        activations that miss every cache and are page-faulted afresh each time (docs/RESULTS.md). Exact."""
+        chunk = micro_batch_size(images.shape[-2:])
         with self._real_precision():
             return torch.cat([net.embed(images[start:start + chunk]).float()
                               for start in range(0, len(images), chunk)])

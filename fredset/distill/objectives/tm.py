@@ -1,4 +1,4 @@
-"""TM, trajectory matching (fact sheet section 4): a few SGD steps on the synthetic set should move a
+"""TM, trajectory matching (docs/ALGORITHM.md, Trajectory matching): a few SGD steps on the synthetic set should move a
 network as far along an expert's trajectory as many epochs on the real data did.
 
 Each iteration takes an expert snapshot at a random start epoch s (< max_start_epoch) and the one
@@ -21,6 +21,7 @@ float rounding:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,14 +29,16 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from ...augment import DSA, AugmentParams
 from ...errors import FredsetError
+from ...experts import ExpertBuffer
 from ...models import build_model, micro_batch_size
-from ..augment import DSA, AugmentParams
-from ..synset import SynSet
+from ..options import option
+from ..synset import SynSet, default_k
 from .base import Objective
 
 # Per dataset and ipc: (syn_steps, max_start_epoch, lr_lr, lr_teacher), from the reference scripts
-# (fact sheet section 4). expert_epochs is 2 everywhere.
+# (docs/ALGORITHM.md, Trajectory matching). expert_epochs is 2 everywhere.
 TM_DEFAULTS: dict[str, dict[int, tuple[int, int, float, float]]] = {
     "mnist": {1: (50, 5, 1e-7, 0.01), 10: (30, 15, 1e-5, 0.01)},
     "fashion-mnist": {1: (50, 5, 1e-7, 0.01), 10: (60, 15, 1e-5, 0.01)},
@@ -48,6 +51,24 @@ FALLBACK_DATASET = "cifar10"  # folders and .npz files get the CIFAR-10 settings
 EXPERT_EPOCHS = 2
 SYN_LR_MIN = 0.001  # the reference clips the learned step size here after every update
 LR_MOMENTUM = 0.5
+REFERENCE_K = 64  # the reference TM scripts' msz_per_channel
+
+
+@dataclass(frozen=True)
+class TMOptions:
+    """TM's own options; None: the reference's value for the dataset and ipc (:func:`tm_defaults`)."""
+
+    buffer: str | None = option(None, "TM: expert trajectories made by fredset buffer.", metavar="DIR")
+    syn_steps: int | None = option(None, "TM: unrolled SGD steps per iteration (default: the reference's for "
+                                   "the dataset and ipc, e.g. Fashion-MNIST 50 at ipc 1).", type=int, minimum=1)
+    max_start_epoch: int | None = option(None, "TM: start epochs are drawn below this.", type=int, minimum=1)
+    expert_epochs: int | None = option(None, f"TM: target = start + this many epochs (default {EXPERT_EPOCHS}).",
+                                       type=int, minimum=1)
+    lr_lr: float | None = option(None, "TM: learning rate of the learned step size syn_lr.", type=float, minimum=0)
+    lr_teacher: float | None = option(None, "TM: initial syn_lr (default 0.01).", type=float)
+    batch_syn: int | None = option(None, "TM: synthetic images per unrolled step (0: all).", type=int, minimum=0)
+    checkpoint_steps: bool | None = option(None, "TM: recompute unrolled steps in the backward pass: the memory of "
+                                           "one step, one extra forward/backward per step.", type=bool, flag=True)
 
 
 def tm_defaults(dataset: str, ipc: float) -> dict[str, Any]:
@@ -72,7 +93,7 @@ class Step:
 class TrajectoryMatching(Objective):
     """Match ``syn_steps`` SGD steps on the synthetic set to ``expert_epochs`` epochs of an expert.
 
-    ``buffer`` is a :class:`fredset.distill.buffer.ExpertBuffer` (anything with ``experts``, ``epochs``,
+    ``buffer`` is a :class:`fredset.experts.ExpertBuffer` (anything with ``experts``, ``epochs``,
     ``parameter_names``, ``manifest``, ``fingerprint`` and ``load(expert, epoch)``). ``syn_lr`` starts at
     ``lr_teacher`` and is trained by its own SGD (``lr_lr``, momentum 0.5), clipped at >= 0.001.
     ``batch_syn`` images per step (0: all); ``checkpoint_steps`` trades one extra forward/backward per
@@ -80,6 +101,9 @@ class TrajectoryMatching(Objective):
     """
 
     name = "tm"
+    summary = "trajectory matching (needs --buffer)"
+    Options = TMOptions
+    default_lr = {"freq": 1e8, "pixel": 1e3}  # pixel: MTT's lr_img for CIFAR-10 ipc 1
     default_dsa = True
 
     def __init__(self, buffer: Any, *, syn_steps: int, max_start_epoch: int, lr_lr: float, lr_teacher: float,
@@ -106,7 +130,7 @@ class TrajectoryMatching(Objective):
         self.checkpoint_steps = checkpoint_steps
         self.autocast = autocast
         # The step's mean loss summed over micro-batches: the same value, but small tensors the allocator
-        # recycles (13.6 -> 7.1 s per iteration at Fashion-MNIST ipc 1, syn_steps 10; docs/RESULTS.md).
+        # recycles instead of page-faulting large ones afresh at every step (timings: docs/RESULTS.md).
         self.micro_batch = micro_batch_size(manifest["image_size"])
         self.device = torch.device(device)
         self.net = build_model(self.model, int(manifest["channels"]), int(manifest["num_classes"]),
@@ -120,14 +144,33 @@ class TrajectoryMatching(Objective):
         self.lr_optimizer = torch.optim.SGD([self.syn_lr], lr=lr_lr, momentum=LR_MOMENTUM)
 
     @classmethod
-    def from_config(cls, config: Any, real: Any, dsa: DSA | None, device: torch.device) -> TrajectoryMatching:
-        buffer = open_buffer(config, real)
+    def default_k(cls, height: int, width: int) -> int:
+        """The reference's k 64 where an image has room for it (>= 256 pixels), else H*W/16."""
+        return REFERENCE_K if height * width >= 4 * REFERENCE_K else default_k(height, width)
+
+    @classmethod
+    def default_autocast(cls, device: torch.device) -> bool:
+        return False  # the unrolled steps stay float32 unless bf16 is asked for
+
+    @classmethod
+    def resolve(cls, options: TMOptions, config: Any, real: Any) -> tuple[TMOptions, ExpertBuffer]:
+        """Defaults from :func:`tm_defaults`; the buffer opened and checked against the data (so that the
+        command fails before it starts, with one line)."""
+        defaults = tm_defaults(real.name, config.ipc)
+        values = {name: defaults[name] if value is None and name in defaults else value
+                  for name, value in dataclasses.asdict(options).items()}
+        values["batch_syn"] = values["batch_syn"] or 0
+        values["checkpoint_steps"] = bool(values["checkpoint_steps"])
+        resolved = TMOptions(**values)
+        return resolved, open_buffer(resolved, config.model, real)
+
+    @classmethod
+    def build(cls, config: Any, prepared: ExpertBuffer, real: Any, dsa: DSA | None,
+              device: torch.device) -> TrajectoryMatching:
         if dsa is not None:  # TM's reference augments with align_corners=True, per sample
             dsa = DSA(dsa.strategy, align_corners=True)
-        return cls(buffer, syn_steps=config.syn_steps, max_start_epoch=config.max_start_epoch,
-                   lr_lr=config.lr_lr, lr_teacher=config.lr_teacher, expert_epochs=config.expert_epochs,
-                   batch_syn=config.batch_syn, dsa=dsa, checkpoint_steps=config.checkpoint_steps,
-                   autocast=config.autocast, device=device)
+        options = {name: value for name, value in dataclasses.asdict(config.options).items() if name != "buffer"}
+        return cls(prepared, **options, dsa=dsa, autocast=config.precision == "bf16", device=device)
 
     # ------------------------------------------------------------------ the iteration
 
@@ -281,27 +324,24 @@ class TrajectoryMatching(Objective):
                 self.device)
 
 
-def open_buffer(config: Any, real: Any) -> Any:
-    """The ExpertBuffer a resolved TM config names, checked against the data and options (so that the
-    command fails before it starts, with one line)."""
-    from ..buffer import ExpertBuffer
-
-    if not config.buffer:
+def open_buffer(options: TMOptions, model: str, real: Any) -> ExpertBuffer:
+    """The ExpertBuffer that resolved TM options name, checked against the data and the model."""
+    if not options.buffer:
         raise FredsetError("--objective tm needs --buffer DIR (expert trajectories from fredset buffer)")
-    buffer = ExpertBuffer(config.buffer)
+    buffer = ExpertBuffer(options.buffer)
     manifest = buffer.manifest
     if (int(manifest["channels"]), int(manifest["num_classes"]), tuple(manifest["image_size"])) != (
             real.channels, real.num_classes, tuple(real.image_size)):
         raise FredsetError(f"the buffer's experts were trained on {manifest.get('dataset')} "
                            f"({manifest['channels']}x{manifest['image_size'][0]}x{manifest['image_size'][1]}, "
-                           f"{manifest['num_classes']} classes), which does not fit {real.name}", config.buffer)
+                           f"{manifest['num_classes']} classes), which does not fit {real.name}", options.buffer)
     if manifest.get("dataset") != real.name:
         raise FredsetError(f"the buffer's experts were trained on {manifest.get('dataset')}, not {real.name}",
-                           config.buffer)
-    if config.model != manifest["model"]:
-        raise FredsetError(f"--model {config.model} differs from the buffer's experts ({manifest['model']})",
-                           config.buffer)
-    check_coverage(buffer, config.max_start_epoch, config.expert_epochs)
+                           options.buffer)
+    if model != manifest["model"]:
+        raise FredsetError(f"--model {model} differs from the buffer's experts ({manifest['model']})",
+                           options.buffer)
+    check_coverage(buffer, options.max_start_epoch, options.expert_epochs)
     return buffer
 
 

@@ -1,7 +1,7 @@
 """DSA: differentiable siamese augmentation, with explicit randomness.
 
 FreD (like DC, DM and MTT before it) augments real and synthetic images with the DSA strategy
-``color_crop_cutout_flip_scale_rotate`` (fact sheet section 5): each call picks ONE family uniformly
+``color_crop_cutout_flip_scale_rotate`` (docs/ALGORITHM.md, DSA): each call picks ONE family uniformly
 for the whole batch, then draws that family's random values. Every transformation is differentiable
 with respect to the images, so gradients reach the synthetic images.
 
@@ -14,7 +14,7 @@ Differences from the reference implementation, on purpose:
   set (tensors of shape [1]) and :meth:`DSA.apply` applies it to batches of any size.
 - Everything is vectorised over the batch and runs on the images' device.
 - ``align_corners`` (used by scale and rotate) is an explicit option; the reference uses
-  different values in different objectives (fact sheet section 9).
+  different values in different objectives (docs/ALGORITHM.md, DSA).
 
 Values stored per family (each a tensor of shape [1] when siamese, [batch_size] otherwise):
 
@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from fredset.errors import FredsetError
+from .errors import FredsetError
 
 __all__ = ["STRATEGY", "FAMILIES", "AugmentParams", "DSA", "parse_strategy"]
 
@@ -234,7 +234,7 @@ class DSA:
         #   x3 = (x2 - mean x2) * c + mean x2         c = u_c + contrast    (mean over C, H, W)
         # Saturation keeps the channel mean, so mean x2 = mean x + beta, and the three collapse into
         #   x3 = c*s * x + c*(1-s) * mean_c x + (1-c) * mean x + beta
-        # (equal up to rounding; about 1.6x faster forward+backward than three passes).
+        # (equal up to rounding; faster forward+backward than three passes, docs/RESULTS.md).
         def per_image(u: torch.Tensor) -> torch.Tensor:
             return u.to(x.dtype).view(-1, 1, 1, 1)
 
@@ -270,7 +270,7 @@ class DSA:
         in_rows = (rows >= top) & (rows < top + side_h)  # [n, H]
         in_cols = (cols >= left) & (cols < left + side_w)  # [n, W]
         keep = ~(in_rows.unsqueeze(2) & in_cols.unsqueeze(1))  # [n, H, W]
-        # a product, not torch.where: about 1.5x faster forward+backward; equal for finite images
+        # a product, not torch.where: faster forward+backward; equal for finite images
         return x * keep.unsqueeze(1).to(x.dtype)
 
     def _flip(self, x: torch.Tensor, v: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -1,0 +1,119 @@
+"""Small file and device utilities every layer shares: atomic and exclusive writes, SHA-256 of a file,
+and the one device policy.
+
+Device policy (:func:`resolve_device`): ``"auto"`` picks CUDA when it is available, else the CPU; ``None``
+means the CPU; any device named explicitly must exist, or :class:`~fredset.errors.FredsetError` says so.
+Nothing falls back silently: a run asked to use a GPU never quietly takes hours on the CPU instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+import secrets
+import tempfile
+from typing import Any
+
+import torch
+
+from .errors import FredsetError
+
+__all__ = ["create_exclusively", "resolve_device", "sha256_file", "summarised_source", "write_atomically"]
+
+
+def write_atomically(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to a temporary sibling of ``path``, flush it to disk, then rename it over ``path``.
+
+    An interrupted write never leaves a partial file at ``path``.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    except OSError as error:
+        raise FredsetError(f"cannot write here ({error.strerror or error})", path) from None
+    try:
+        with os.fdopen(descriptor, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException as error:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        if isinstance(error, OSError):
+            raise FredsetError(f"cannot write file ({error.strerror or error})", path) from None
+        raise
+
+
+def create_exclusively(path: str | os.PathLike, data: bytes) -> bool:
+    """Write ``path`` only if it does not exist yet, atomically; False when another process got there first."""
+    path = pathlib.Path(path)
+    if path.exists():
+        return False
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(temporary, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        try:
+            os.link(temporary, path)  # fails if path exists: never replaces another process's file
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links: the caller's mutex is the only guard there
+            if path.exists():
+                return False
+            os.replace(temporary, path)
+        return True
+    except OSError as error:
+        raise FredsetError(f"cannot write file ({error.strerror or error})", path) from None
+    finally:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a file's bytes, read in 1 MiB blocks; FredsetError naming the file if it cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as stream:
+            while block := stream.read(1 << 20):
+                digest.update(block)
+    except OSError as error:
+        raise FredsetError(f"cannot read ({error.strerror or error})", path) from None
+    return digest.hexdigest()
+
+
+def summarised_source(source: dict[str, Any], limit: int = 64) -> dict[str, Any]:
+    """A data source's provenance with a long ``files`` map (an ImageFolder) replaced by its count and one
+    digest, so metadata stays small; the digest is SHA-256 over the sorted ``"name sha256\\n"`` lines."""
+    files = source.get("files", {})
+    if len(files) <= limit:
+        return source
+    listing = "".join(f"{name} {digest}\n" for name, digest in sorted(files.items()))
+    return {**{key: value for key, value in source.items() if key != "files"},
+            "files_count": len(files), "files_sha256": hashlib.sha256(listing.encode()).hexdigest()}
+
+
+def resolve_device(device: torch.device | str | None) -> torch.device:
+    """The device to work on, by the policy of this module's docstring."""
+    if isinstance(device, str) and device.strip().lower() == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device if device is not None else "cpu")
+    except (RuntimeError, TypeError) as error:
+        raise FredsetError(f"unknown device {device!r} ({error}); use cpu, cuda, cuda:N or auto") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise FredsetError(f"device {device}: CUDA is not available on this machine (use cpu or auto)")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise FredsetError(f"device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif resolved.type not in ("cpu", "mps", "xpu"):
+        raise FredsetError(f"device {device}: not supported (use cpu, cuda, cuda:N or auto)")
+    return resolved

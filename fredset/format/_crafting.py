@@ -1,0 +1,215 @@
+"""Crafting .fredset files, valid or deliberately not, for tests/test_fuzz.py and bench/fuzz_report.py.
+
+Private: not exported by :mod:`fredset.format`, and neither the reader nor the writer uses it. Nothing
+here checks anything: :func:`build_file` puts any arrays into an HDF5 container behind a valid header,
+and a ``tweak`` (one of the factories below, or any function of the open ``h5py.File``) changes the
+container before the header is computed. Valid files come from :func:`fredset.format.to_bytes`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+import zstandard
+
+from ..artifact import Artifact
+from .header import HEADER_SIZE, VERSION, pack_header
+
+Tweak = Callable[[h5py.File], None]
+
+
+# -- valid content ------------------------------------------------------------------------------
+
+def random_artifact(channels: int, size: tuple[int, int], k: int, counts: list[int], seed: int, *,
+                    mean: Sequence[float], std: Sequence[float], license: str | None = None) -> Artifact:
+    """A small valid artifact: random sorted masks and N(0, 9) coefficients from ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    plane = size[0] * size[1]
+    masks = torch.stack([torch.sort(torch.randperm(plane, generator=generator)[:k]).values for _ in counts])
+    coefficients = [torch.randn(n, channels, k, generator=generator) * 3 for n in counts]
+    return Artifact(coefficients=coefficients, masks=masks, classes=[f"class-{i}" for i in range(len(counts))],
+                    image_size=size, mean=list(mean), std=list(std), dataset="fuzz",
+                    provenance={"created": "2024-01-02T03:04:05Z", "seed": seed}, license=license)
+
+
+def datasets_of(data: bytes) -> dict[str, np.ndarray]:
+    """The top-level datasets of a (valid) file as numpy arrays, in the file's order."""
+    with h5py.File(io.BytesIO(data), "r") as handle:
+        return {name: handle[name][()] for name in handle}
+
+
+# -- building containers ------------------------------------------------------------------------
+
+def metadata_array(document: dict[str, Any] | bytes | str) -> np.ndarray:
+    """/metadata as stored: a dict as JSON, text as UTF-8, bytes as they are."""
+    if isinstance(document, dict):
+        document = json.dumps(document)
+    if isinstance(document, str):
+        document = document.encode("utf-8")
+    return np.frombuffer(document, dtype="u1")
+
+
+def build_file(arrays: dict[str, Any], metadata: dict[str, Any] | bytes | str | None = None, *,
+               version: tuple[int, int] = VERSION, tweak: Tweak | None = None, libver: str | None = None) -> bytes:
+    """A well-formed HDF5 file holding ``arrays`` (name -> numpy array, in order), with a valid header.
+
+    ``metadata`` (a dict, JSON text or raw bytes) replaces /metadata; ``tweak`` edits the open file last;
+    ``libver`` is h5py's (``"latest"``: superblock v3, object header v2, compact link storage).
+    """
+    arrays = dict(arrays)
+    if metadata is not None:
+        arrays["metadata"] = metadata_array(metadata)
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w", userblock_size=HEADER_SIZE, libver=libver) as handle:
+        for name, values in arrays.items():
+            handle.create_dataset(name, data=values)
+        if tweak is not None:
+            tweak(handle)
+    payload = buffer.getbuffer()[HEADER_SIZE:]
+    return pack_header(payload, version) + bytes(payload)
+
+
+def with_checksum(data: bytes | bytearray) -> bytes:
+    """``data`` with a header (current version) whose length and SHA-256 match its payload again."""
+    payload = bytes(data[HEADER_SIZE:])
+    return pack_header(payload) + payload
+
+
+def with_datasets(arrays: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """``arrays`` with datasets replaced (a value) or removed (None)."""
+    arrays = dict(arrays)
+    for key, value in changes.items():
+        if value is None:
+            arrays.pop(key, None)
+        else:
+            arrays[key] = value
+    return arrays
+
+
+def with_item(array: np.ndarray, index: Any, value: Any) -> np.ndarray:
+    """A copy of ``array`` with ``array[index] = value``."""
+    array = array.copy()
+    array[index] = value
+    return array
+
+
+# -- coefficient frames -------------------------------------------------------------------------
+
+def frames_of(arrays: dict[str, Any]) -> list[bytes]:
+    """The zstd frame of each class, cut from /coefficients at /coefficient_offsets."""
+    stream, offsets = arrays["coefficients"].tobytes(), arrays["coefficient_offsets"]
+    return [stream[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
+
+
+def with_frames(arrays: dict[str, Any], frames: list[bytes]) -> dict[str, Any]:
+    """``arrays`` with /coefficients and /coefficient_offsets rebuilt from ``frames``."""
+    return {**arrays, "coefficients": np.frombuffer(b"".join(frames), dtype="u1"),
+            "coefficient_offsets": np.cumsum([0] + [len(f) for f in frames]).astype("<u8")}
+
+
+def raw_zstd_frame(content_size: int | None, payload: bytes = b"abc", last: bool = False,
+                   window_descriptor: int = 0x00, checksum: bool = False) -> bytes:
+    """A hand-made zstd frame: header declaring ``content_size`` (None: undeclared) and one raw block."""
+    if content_size is None:
+        descriptor, size_field = 0x00, b""
+    else:
+        descriptor, size_field = 0xC0, content_size.to_bytes(8, "little")
+    descriptor |= 0x04 if checksum else 0
+    block = ((len(payload) << 3) | int(last)).to_bytes(3, "little") + payload
+    return b"\x28\xb5\x2f\xfd" + bytes([descriptor, window_descriptor]) + size_field + block \
+        + (b"\0\0\0\0" if checksum and last else b"")
+
+
+def recompress(raw: bytes, *, content_size: bool = True) -> bytes:
+    return zstandard.ZstdCompressor(level=3, write_content_size=content_size).compress(raw)
+
+
+def decompressed(frame: bytes) -> bytes:
+    return zstandard.ZstdDecompressor().decompress(frame)
+
+
+# -- tweaks: edits of the open HDF5 file ----------------------------------------------------------
+
+def replace_dataset(name: str, **options: Any) -> Tweak:
+    """Rewrite /``name`` with h5py ``create_dataset`` options (chunks, compression, maxshape...)."""
+    def tweak(handle: h5py.File) -> None:
+        data = handle[name][()]
+        del handle[name]
+        handle.create_dataset(name, data=data, **options)
+    return tweak
+
+
+def external_storage(filename: str) -> Tweak:
+    """/coefficients stored in the external file ``filename`` (which need not exist)."""
+    def tweak(handle: h5py.File) -> None:
+        size = handle["coefficients"].shape[0]
+        del handle["coefficients"]
+        handle.create_dataset("coefficients", shape=(size,), dtype="u1", external=[(filename, 0, size)])
+    return tweak
+
+
+def virtual_dataset(source_file: str, extra: bool) -> Tweak:
+    """/coefficients as a virtual dataset mapping /source of ``source_file`` ("." is the file itself);
+    ``extra``: also write /source here, holding the real coefficients."""
+    def tweak(handle: h5py.File) -> None:
+        data = handle["coefficients"][()]
+        del handle["coefficients"]
+        if extra:
+            handle.create_dataset("source", data=data)
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_obj_track_times(False)  # h5py's create_virtual_dataset stamps the time: not reproducible
+        space = h5py.h5s.create_simple(data.shape)
+        dcpl.set_virtual(space, source_file.encode(), b"source", h5py.h5s.create_simple(data.shape))
+        h5py.h5d.create(handle.id, b"coefficients", h5py.h5t.STD_U8LE, space, dcpl=dcpl)
+    return tweak
+
+
+def unallocated(handle: h5py.File) -> None:
+    """/coefficients declared but never allocated (late allocation, nothing written)."""
+    size = handle["coefficients"].shape[0]
+    del handle["coefficients"]
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_LATE)
+    h5py.h5d.create(handle.id, b"coefficients", h5py.h5t.STD_U8LE, h5py.h5s.create_simple((size,)), dcpl=dcpl)
+
+
+def compact(name: str) -> Tweak:
+    """/``name`` rewritten with the compact layout (data inside the object header)."""
+    def tweak(handle: h5py.File) -> None:
+        data = handle[name][()]
+        tid = handle[name].id.get_type()
+        del handle[name]
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_layout(h5py.h5d.COMPACT)
+        dataset = h5py.h5d.create(handle.id, name.encode(), tid, h5py.h5s.create_simple(data.shape), dcpl=dcpl)
+        dataset.write(h5py.h5s.ALL, h5py.h5s.ALL, np.ascontiguousarray(data))
+    return tweak
+
+
+def hard_link_as(target: str, link: str) -> Tweak:
+    """/``target`` moved into a group, /``link`` a second hard link to it."""
+    def tweak(handle: h5py.File) -> None:
+        data = handle[target][()]
+        del handle[target]
+        handle.create_group("hidden").create_dataset(target, data=data)
+        handle[link] = handle[f"hidden/{target}"]
+    return tweak
+
+
+def swapped_soft_link(handle: h5py.File) -> None:
+    """/masks a soft link to /real_masks, which holds the data."""
+    data = handle["masks"][()]
+    del handle["masks"]
+    handle.create_dataset("real_masks", data=data)
+    handle["masks"] = h5py.SoftLink("/real_masks")
+
+
+def set_attribute(obj: str, key: str, value: Any) -> Tweak:
+    """An attribute ``key`` on the object ``obj`` ("/" for the root group)."""
+    return lambda handle: handle[obj].attrs.__setitem__(key, value)
