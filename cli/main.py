@@ -204,7 +204,8 @@ def evaluate(file: str, dataset: str | None, data_root: str | None, download: bo
 @click.option("--out", required=True, type=click.Path(file_okay=False), metavar="DIR",
               help="The buffer directory (created if needed; shared by every process filling it).")
 @click.option("--keep-epochs", type=click.IntRange(0), metavar="K",
-              help="Keep snapshots 0..K only (default: all epochs); TM needs max-start-epoch + expert-epochs.")
+              help="Keep snapshots 0..K only (default: all epochs); TM needs K >= max-start-epoch + "
+              "expert-epochs - 1 (6 for its Fashion-MNIST ipc 1 defaults).")
 @click.option("--model", default="convnet", show_default=True, help="Network of the experts.")
 @click.option("--lr", default=0.01, show_default=True, type=float, help="Constant SGD learning rate.")
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1))

@@ -17,8 +17,8 @@ from .format.reader import Source
 class FredDataset(Dataset):
     """A distilled dataset as a PyTorch Dataset of ``(image, label)`` pairs.
 
-    All instances are decoded at construction on ``device``; nothing stays open afterwards, so on CPU it works with any DataLoader, workers
-    included. On CUDA the data already sits on the GPU: use :meth:`batches` instead of a
+    All instances are decoded at construction on ``device``; nothing stays open afterwards, so on CPU it
+    works with any DataLoader, workers included. On CUDA the data already sits on the GPU: use :meth:`batches` instead of a
     DataLoader with workers.
 
     Args:

@@ -64,7 +64,20 @@ def _check_map(name: str, height: int, width: int, image_size: tuple[int, int]) 
                            f"its feature map shrinks to {height}x{width}")
 
 
-class ConvNet(nn.Module):
+class _FeaturesThenLinear(nn.Module):
+    """A network whose ``features`` end in a map that one linear ``classifier`` reads, flattened."""
+
+    features: nn.Module
+    classifier: nn.Linear
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.embed(x))
+
+
+class ConvNet(_FeaturesThenLinear):
     """``depth`` blocks of [conv 3x3 -> instance norm -> ReLU -> average pool 2x2], then one linear layer.
 
     The default (width 128, depth 3) is the ConvNetD3 of the benchmark: 320,010 parameters at 3x32x32 with
@@ -93,14 +106,8 @@ class ConvNet(nn.Module):
         self.feature_dim = width * height * wide
         self.classifier = nn.Linear(self.feature_dim, num_classes)
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x).flatten(1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.embed(x))
-
-
-class AlexNet(nn.Module):
+class AlexNet(_FeaturesThenLinear):
     """The benchmark's small AlexNet (no normalisation): five convolutions, three max pools, one linear layer."""
 
     def __init__(self, channels: int, num_classes: int, image_size: Sequence[int]) -> None:
@@ -120,17 +127,11 @@ class AlexNet(nn.Module):
         self.feature_dim = 192 * height * wide
         self.classifier = nn.Linear(self.feature_dim, num_classes)
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x).flatten(1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.embed(x))
-
 
 _VGG11_CFG: tuple[int | str, ...] = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 
 
-class VGG11(nn.Module):
+class VGG11(_FeaturesThenLinear):
     """VGG11 with instance norm after every convolution; 1x1 final map at 32x32, one linear layer."""
 
     def __init__(self, channels: int, num_classes: int, image_size: Sequence[int]) -> None:
@@ -154,12 +155,6 @@ class VGG11(nn.Module):
         self.features = nn.Sequential(*layers)
         self.feature_dim = 512 * height * wide
         self.classifier = nn.Linear(self.feature_dim, num_classes)
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x).flatten(1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.embed(x))
 
 
 class _BasicBlock(nn.Module):

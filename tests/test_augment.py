@@ -1,4 +1,4 @@
-"""DSA (fredset.distill.augment): each family as defined, siamese sharing, determinism, gradients."""
+"""DSA (fredset.augment): each family as defined, siamese sharing, determinism, gradients."""
 
 from __future__ import annotations
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import pathlib
 import re
+from importlib import resources
 from dataclasses import dataclass
 
 from ..errors import FredsetError
@@ -75,7 +76,7 @@ n09428293 n12267677""".split())
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# Normalisation statistics: fred-reference.md section 7.
+# Normalisation statistics: docs/ALGORITHM.md, Evaluation protocol.
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
     DatasetSpec("mnist", 1, (28, 28), 10, _DIGITS, (0.1307,), (0.3081,), "CC-BY-SA-3.0"),
     DatasetSpec("fashion-mnist", 1, (28, 28), 10, _FASHION, (0.2861,), (0.3530,), "MIT"),
@@ -124,99 +125,30 @@ class KnownDigest:
     source: str
 
 
-def _sha256(digest: str, source: str) -> KnownDigest:
-    return KnownDigest("sha256", digest, source)
+_SOURCES = {"tfds": "TensorFlow Datasets url_checksums", "torchvision": "torchvision",
+            "debian": "Debian package dataset-fashion-mnist 0.0~git20200523.55506a9-1"}
 
 
-def _md5(digest: str, source: str) -> KnownDigest:
-    return KnownDigest("md5", digest, source)
+def _read_known_files() -> dict[str, dict[str, tuple[KnownDigest, ...]]]:
+    """The table in ``known_checksums.txt`` (its header says where each value comes from)."""
+    table: dict[str, dict[str, tuple[KnownDigest, ...]]] = {}
+    text = resources.files(__package__).joinpath("known_checksums.txt").read_text("utf-8")
+    for line in text.splitlines():
+        if line.strip() and not line.startswith("#"):
+            dataset, name, algorithm, digest, source = line.split()
+            files = table.setdefault(dataset, {})
+            files[name] = files.get(name, ()) + (KnownDigest(algorithm, digest, _SOURCES[source]),)
+    return table
 
 
-_TFDS = "TensorFlow Datasets url_checksums"
-_TORCHVISION = "torchvision"
-_DEBIAN = "Debian package dataset-fashion-mnist 0.0~git20200523.55506a9-1"
-
-# The published digests of the files of each named dataset, keyed by dataset name, then by file name (as in the
+# The published digests of the files of each named dataset, by dataset name, then by file name (as in the
 # layout). A file may have several accepted copies (the SHA-256 of one download and torchvision's MD5 of the same
 # file, or a re-packed copy); a file found with a name listed here must match one of its digests, wherever it
 # is found (root, FREDSET_DATA, Debian path, shared copy, cache). A file not listed here (decompressed IDX
 # files, Tiny-ImageNet) is only checked against a SHA256SUMS beside it, if any. SHA-256 wherever one is
 # published; MD5 only where torchvision's is the one published (the files extracted from the CIFAR archives),
-# or as the alternative torchvision itself checks. Where the values come from:
-# - SHA-256 of the MNIST, Fashion-MNIST and SVHN downloads and of cifar-10-python.tar.gz / cifar-100-python.tar.gz:
-#   TensorFlow Datasets' url_checksums (tensorflow_datasets/url_checksums/mnist.txt, fashion_mnist.txt,
-#   svhn_cropped.txt, cifar10.csv, cifar100.csv);
-# - MD5: torchvision's dataset classes (torchvision/datasets/mnist.py MNIST/FashionMNIST.resources, svhn.py
-#   SVHN.split_list, cifar.py CIFAR10/CIFAR100 tgz_md5, train_list, test_list and meta);
-# - Fashion-MNIST as the Debian package installs it in /usr/share/datasets/fashion-mnist (its gzip headers lack
-#   the file names, so it is not byte-identical to the download): the SHA-256 of the files the package installs,
-#   listed in the project's shared/data/fashion-mnist/SHA256SUMS; their MD5 match the package's own md5sums
-#   (/var/lib/dpkg/info/dataset-fashion-mnist.md5sums).
-KNOWN_FILES: dict[str, dict[str, tuple[KnownDigest, ...]]] = {
-    "mnist": {
-        "train-images-idx3-ubyte.gz": (
-            _sha256("440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609", _TFDS),
-            _md5("f68b3c2dcbeaaa9fbdd348bbdeb94873", _TORCHVISION)),
-        "train-labels-idx1-ubyte.gz": (
-            _sha256("3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c", _TFDS),
-            _md5("d53e105ee54ea40749a09fcbcd1e9432", _TORCHVISION)),
-        "t10k-images-idx3-ubyte.gz": (
-            _sha256("8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6", _TFDS),
-            _md5("9fb629c4189551a2d022fa330f9573f3", _TORCHVISION)),
-        "t10k-labels-idx1-ubyte.gz": (
-            _sha256("f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6", _TFDS),
-            _md5("ec29112dd5afa0611ce80d1b7f02629c", _TORCHVISION)),
-    },
-    "fashion-mnist": {
-        "train-images-idx3-ubyte.gz": (
-            _sha256("3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84", _TFDS),
-            _sha256("b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7", _DEBIAN),
-            _md5("8d4fb7e6c68d591d4c3dfef9ec88bf0d", _TORCHVISION)),
-        "train-labels-idx1-ubyte.gz": (
-            _sha256("a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845", _TFDS),
-            _sha256("0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056", _DEBIAN),
-            _md5("25c81989df183df01b3e8a0aad5dffbe", _TORCHVISION)),
-        "t10k-images-idx3-ubyte.gz": (
-            _sha256("346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073", _TFDS),
-            _sha256("cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa", _DEBIAN),
-            _md5("bef4ecab320f06d8554ea6380940ec79", _TORCHVISION)),
-        "t10k-labels-idx1-ubyte.gz": (
-            _sha256("67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5", _TFDS),
-            _sha256("8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05", _DEBIAN),
-            _md5("bb300cfdad3c16e7a12a480ee83cd310", _TORCHVISION)),
-    },
-    "svhn": {
-        "train_32x32.mat": (
-            _sha256("435e94d69a87fde4fd4d7f3dd208dfc32cb6ae8af2240d066de1df7508d083b8", _TFDS),
-            _md5("e26dedcc434d2e4c54c9b2d4a06d8373", _TORCHVISION)),
-        "test_32x32.mat": (
-            _sha256("cdce80dfb2a2c4c6160906d0bd7c68ec5a99d7ca4831afa54f09182025b6a75b", _TFDS),
-            _md5("eb5a983be6a315427106f1b164d9cef3", _TORCHVISION)),
-        "extra_32x32.mat": (
-            _sha256("a133a4beb38a00fcdda90c9489e0c04f900b660ce8a316a5e854838379a71eb3", _TFDS),
-            _md5("a93ce644f1a588dc4d68dda5feec44a7", _TORCHVISION)),
-    },
-    "cifar10": {
-        "cifar-10-python.tar.gz": (
-            _sha256("6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce", _TFDS),
-            _md5("c58f30108f718f92721af3b95e74349a", _TORCHVISION)),
-        "data_batch_1": (_md5("c99cafc152244af753f735de768cd75f", _TORCHVISION),),
-        "data_batch_2": (_md5("d4bba439e000b95fd0a9bffe97cbabec", _TORCHVISION),),
-        "data_batch_3": (_md5("54ebc095f3ab1f0389bbae665268c751", _TORCHVISION),),
-        "data_batch_4": (_md5("634d18415352ddfa80567beed471001a", _TORCHVISION),),
-        "data_batch_5": (_md5("482c414d41f54cd18b22e5b47cb7c3cb", _TORCHVISION),),
-        "test_batch": (_md5("40351d587109b95175f43aff81a1287e", _TORCHVISION),),
-        "batches.meta": (_md5("5ff9c542aee3614f3951f8cda6e48888", _TORCHVISION),),
-    },
-    "cifar100": {
-        "cifar-100-python.tar.gz": (
-            _sha256("85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7", _TFDS),
-            _md5("eb9058c3a382ffc7106e4002c42a8d85", _TORCHVISION)),
-        "train": (_md5("16019d7e3df5f24257cddd939b257f8d", _TORCHVISION),),
-        "test": (_md5("f0ef6b0ae62326f3e7ffdfab6717acfc", _TORCHVISION),),
-        "meta": (_md5("7973b15100ade9c7d40fb424638fde48", _TORCHVISION),),
-    },
-}
+# or as the alternative torchvision itself checks.
+KNOWN_FILES: dict[str, dict[str, tuple[KnownDigest, ...]]] = _read_known_files()
 
 
 # -- where the files are --------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ on one machine or several sharing the directory, can fill one buffer together: e
 exclusive lock file (:mod:`fredset.experts.locks`), finished experts are skipped, and an interrupted run
 resumes where it stopped.
 
-``keep_epochs=K`` keeps snapshots ``0..K`` only (TM uses snapshots up to ``max_start_epoch + expert_epochs``).
+``keep_epochs=K`` keeps snapshots ``0..K`` only (TM reads snapshots up to ``max_start_epoch + expert_epochs - 1``).
 Training still runs all ``epochs`` epochs, so the recorded final loss and test accuracy describe the expert the
 options name; only the snapshots written are fewer.
 """

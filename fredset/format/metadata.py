@@ -13,6 +13,7 @@ from typing import Any
 
 from ..artifact import Artifact
 from ..errors import FredsetError
+from ..version import __version__
 
 MAX_METADATA_BYTES = 4 * 2**20
 TRANSFORM = "dct-ii-orthonormal"
@@ -127,8 +128,6 @@ def creation_time() -> str:
 
 
 def build_metadata(artifact: Artifact, encoding: str, shuffle: bool) -> dict[str, Any]:
-    from .. import __version__
-
     height, width = artifact.image_size
     provenance = copy.deepcopy(artifact.provenance)
     provenance.setdefault("library", {"name": "fredset", "version": __version__})

@@ -1,4 +1,5 @@
-"""DC, gradient matching (docs/ALGORITHM.md, Gradient matching): make the synthetic data's gradients point like the real data's."""
+"""DC, gradient matching (docs/ALGORITHM.md, Gradient matching): make the synthetic data's gradients point
+like the real data's."""
 
 from __future__ import annotations
 
