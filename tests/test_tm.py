@@ -262,3 +262,21 @@ def test_tm_from_the_command_line(buffer_dir, npz_toy, tmp_path):
     assert other.output.count("\n") == 1  # one line, nothing before it
     assert other.exit_code == 2 and "trained on toy-tensors, not toy" in other.output
     assert not (tmp_path / "z.fredset").exists()
+
+
+def test_a_tm_run_opens_its_buffer_once(npz_toy, tmp_path, monkeypatch):
+    train = load_dataset(npz_toy, split="train")
+    buffer = npz_buffer(train, tmp_path)
+    opened = []
+    original = ExpertBuffer.__init__
+
+    def counting(self, directory):
+        opened.append(directory)
+        original(self, directory)
+
+    monkeypatch.setattr(ExpertBuffer, "__init__", counting)
+    result = CliRunner().invoke(cli, ["distill", "--dataset", str(npz_toy), "--objective", "tm", "--buffer",
+                                      str(buffer), "--k", "16", "--iterations", "1", "--syn-steps", "1",
+                                      "--max-start-epoch", "1", "--out", str(tmp_path / "once.fredset")])
+    assert result.exit_code == 0, result.output
+    assert len(opened) == 1

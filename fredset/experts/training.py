@@ -127,8 +127,9 @@ def train_experts(real: Any, directory: str | os.PathLike, *, experts: int, epoc
         if lock is None:
             continue
         try:
-            snapshots, meta = _train_one(index, images, labels, model_name, real, epochs, keep, float(lr),
-                                         batch_size, augment, seed, test, on_epoch)
+            snapshots, meta = _train_one(index, images, labels, real, model=model_name, epochs=epochs, keep=keep,
+                                         lr=float(lr), batch_size=batch_size, augment=augment, seed=seed, test=test,
+                                         on_epoch=on_epoch)
             write_expert(directory, index, snapshots, names, meta)
         finally:
             lock.release()  # after the rename (or on any error, KeyboardInterrupt included)
@@ -136,9 +137,10 @@ def train_experts(real: Any, directory: str | os.PathLike, *, experts: int, epoc
     return finished
 
 
-def _train_one(index: int, images: torch.Tensor, labels: torch.Tensor, model: str, real: Any, epochs: int,
+def _train_one(index: int, images: torch.Tensor, labels: torch.Tensor, real: Any, *, model: str, epochs: int,
                keep: int, lr: float, batch_size: int, augment: DSA | None, seed: int, test: Any | None,
                on_epoch: Callable[[int, int, float], None] | None) -> tuple[dict[int, list[torch.Tensor]], dict]:
+    """Expert ``index`` trained from its own generator: its snapshots by epoch and its metadata."""
     started = time.perf_counter()
     generator = torch.Generator().manual_seed(seed * SEED_STRIDE + index)
     net = fresh_network(model, real.channels, real.num_classes, real.image_size, generator, images.device)
