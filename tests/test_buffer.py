@@ -21,6 +21,7 @@ from fredset.data import load_dataset
 from fredset.augment import DSA, STRATEGY
 from fredset.experts import ExpertBuffer, expert_path, train_experts, write_expert
 from fredset.models import build_model, init_parameters
+from fredset.training import test_accuracy as accuracy_of
 from fredset_cli.main import cli
 
 EPOCHS = 2
@@ -95,7 +96,7 @@ def replay(real, index, epochs):
     return [parameter.detach() for parameter in net.parameters()]
 
 
-def test_snapshots_are_the_trained_parameters(trained, real):
+def test_snapshots_are_the_trained_parameters(trained, real, test_set):
     directory, reported = trained
     buffer = ExpertBuffer(directory)
     assert len(buffer) == 2 and buffer.experts == [0, 1] and buffer.epochs == [0, 1, 2]
@@ -111,7 +112,17 @@ def test_snapshots_are_the_trained_parameters(trained, real):
     assert not all(torch.equal(a, b) for a, b in zip(buffer.load(0, 1), buffer.load(0, 2)))
     meta = buffer.meta(0)
     assert meta["train_loss"] == pytest.approx([loss for expert, _, loss in reported if expert == 0], abs=1e-5)
-    assert 0.0 <= meta["test_accuracy"] <= 1.0 and meta["test_dataset"]["images"] == 24
+    # the recorded test accuracy is that of the final snapshot (the network after the last epoch) on the test set;
+    # expert 1's snapshots 0, 1 and 2 score differently (0.625, 0.833, 1.0), so another snapshot would show
+    for expert in (0, 1):
+        final = build_model("convnet", 1, 3, (8, 8))
+        assert not list(final.buffers())  # the parameters are the whole network
+        with torch.no_grad():
+            for parameter, saved in zip(final.parameters(), buffer.load(expert, EPOCHS)):
+                parameter.copy_(saved)
+        assert buffer.meta(expert)["test_accuracy"] == round(
+            accuracy_of(final.eval(), test_set.images, test_set.labels), 6)
+    assert meta["test_dataset"] == {"name": test_set.name, "split": "test", "images": 24}
     manifest = buffer.manifest
     assert (manifest["lr"], manifest["batch_size"], manifest["dsa"], manifest["epochs"], manifest["keep_epochs"],
             manifest["dsa_align_corners"]) == (0.01, BATCH, STRATEGY, 2, 2, True)

@@ -105,5 +105,8 @@ def test_cuda_dataset_batches_on_device_and_refuses_workers(saved):
     images, labels = next(dataset.batches(4, generator=torch.Generator(device="cuda").manual_seed(0)))
     assert images.is_cuda and labels.is_cuda
     loader = DataLoader(dataset, batch_size=4, num_workers=2, timeout=60)
-    with pytest.raises(Exception, match="DataLoader workers cannot serve device tensors"):
+    # raised in the worker (fork) or when pickling the dataset for it (spawn); DataLoader re-raises the worker's
+    # exception with its type, FredsetError being constructible from the message alone
+    with pytest.raises(FredsetError, match="DataLoader workers cannot serve device tensors") as info:
         next(iter(loader))
+    assert type(info.value) is FredsetError

@@ -1,6 +1,7 @@
 """DC (gradient matching): the distance, and the objective lowering it."""
 
 import torch
+import torch.nn.functional as F
 
 from fredset.distill.objectives.dc import GradientMatching, gradient_distance, loops_for
 from fredset.distill.synset import init_frequency_synset
@@ -55,14 +56,86 @@ def test_dc_lowers_its_distance():
     assert distance() < 0.9 * before
 
 
-def test_dc_iteration_runs_outer_and_inner_loops():
+def recording_loss(monkeypatch, calls):
+    """Make GradientMatching.loss record a copy of the network's parameters at each call."""
+    original = GradientMatching.loss
+
+    def loss(self, synset, net, generator):
+        calls.append([p.detach().clone() for p in net.parameters()])
+        return original(self, synset, net, generator)
+
+    monkeypatch.setattr(GradientMatching, "loss", loss)
+
+
+def test_dc_iteration_runs_outer_and_inner_loops(monkeypatch):
+    """outer=3: three matching steps on the synthetic set, and the network trains between them (not after the
+    last); the parameters a matching step sees are those the inner loop left."""
     real = fashion_subset()
     synset = init_frequency_synset(real, 1, 64, generator=torch.Generator().manual_seed(0))
-    objective = GradientMatching(real, outer=2, inner=1, batch_real=8, model="convnetd1")
+    objective = GradientMatching(real, outer=3, inner=2, batch_real=8, model="convnetd1")
+    calls, trained = [], []
+    recording_loss(monkeypatch, calls)
+    original_train = GradientMatching._train_network
+
+    def train_network(self, net, optimizer, synset, generator):
+        trained.append([p.detach().clone() for p in net.parameters()])
+        original_train(self, net, optimizer, synset, generator)
+
+    monkeypatch.setattr(GradientMatching, "_train_network", train_network)
     before = [p.detach().clone() for p in synset.parameters()]
     optimizer = torch.optim.SGD(synset.parameters(), lr=1e3, momentum=0.5)
     loss = objective.iteration(synset, optimizer, torch.Generator().manual_seed(1))
     assert loss > 0 and any(not torch.equal(a, b) for a, b in zip(before, synset.parameters()))
+    assert len(calls) == 3 and len(trained) == 2  # no inner loop after the last outer step
+    for earlier, later in zip(calls, calls[1:]):  # the inner loop moved the network between outer steps
+        assert any(not torch.equal(a, b) for a, b in zip(earlier, later))
+    for seen, handed in zip(calls, trained):  # matching does not move the network itself
+        assert all(torch.equal(a, b) for a, b in zip(seen, handed))
+
+
+def test_dc_iteration_with_one_outer_step_does_not_train_the_network(monkeypatch):
+    real = fashion_subset()
+    synset = init_frequency_synset(real, 1, 64, generator=torch.Generator().manual_seed(0))
+    objective = GradientMatching(real, outer=1, inner=5, batch_real=8, model="convnetd1")
+    calls = []
+    recording_loss(monkeypatch, calls)
+
+    def refuse(*args):
+        raise AssertionError("the inner loop ran with outer=1")
+
+    monkeypatch.setattr(GradientMatching, "_train_network", refuse)
+    optimizer = torch.optim.SGD(synset.parameters(), lr=1e3, momentum=0.5)
+    objective.iteration(synset, optimizer, torch.Generator().manual_seed(1))
+    assert len(calls) == 1
+
+
+def test_inner_loop_trains_the_network_on_the_synthetic_set(monkeypatch):
+    """``inner`` epochs of SGD on the decoded synthetic set, with its labels: its cross-entropy falls."""
+    from fredset.distill.objectives import dc
+
+    asked = []
+    original = dc.train_epochs
+
+    def train_epochs(*args, **kwargs):
+        asked.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(dc, "train_epochs", train_epochs)
+    real = fashion_subset()
+    synset = init_frequency_synset(real, 2, 64, generator=torch.Generator().manual_seed(0))
+    objective = GradientMatching(real, outer=2, inner=10, batch_real=8, model="convnetd1", batch_train=8)
+    net = init_parameters(build_model("convnetd1", 1, real.num_classes, (28, 28)), torch.Generator().manual_seed(3))
+    images = synset.decode().detach()
+
+    def synthetic_loss() -> float:
+        with torch.no_grad():
+            return float(F.cross_entropy(net(images), synset.labels))
+
+    before = synthetic_loss()
+    objective._train_network(net, torch.optim.SGD(net.parameters(), lr=0.01), synset, torch.Generator().manual_seed(2))
+    assert synthetic_loss() < 0.5 * before
+    assert [(a["epochs"], a["batch_size"], a["augment"]) for a in asked] == [(10, 8, None)]
+    assert all(p.grad is None for p in synset.parameters())  # the synthetic set is not trained by it
 
 
 def test_dc_from_the_command_line(tmp_path):

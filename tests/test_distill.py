@@ -7,12 +7,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from fredset import FredsetError, load
+from fredset import FredDataset, FredsetError, load
 from fredset.data import RealData, load_dataset
-from fredset.augment import DSA
+from fredset.augment import DSA, STRATEGY
 from fredset.distill.loop import DistillConfig, distill
 from fredset.distill.objectives import DistributionMatching
 from fredset.distill.synset import init_frequency_synset
+from fredset.evaluate import DEFAULT_LR, evaluate
 from fredset.format import to_bytes
 from fredset_cli.main import cli
 
@@ -120,7 +121,23 @@ def test_distill_option_errors_are_one_line(tmp_path, args, message):
     assert not (tmp_path / "x.fredset").exists()
 
 
+def first_500(name, **options):
+    """The split load_dataset gives, its test split cut to its first 500 images (testing 10 000 is slow on CPU)."""
+    full = load_dataset(name, **options)
+    if options.get("split") != "test":
+        return full
+    return RealData(name=full.name, images=full.images[:500], labels=full.labels[:500], classes=full.classes,
+                    mean=full.mean, std=full.std, source=full.source, license=full.license)
+
+
 def test_distill_then_evaluate_from_the_command_line(tmp_path, monkeypatch):
+    asked = []
+
+    def recorded(name, **options):
+        asked.append((name, options.get("split")))
+        return first_500(name, **options)
+
+    monkeypatch.setattr("fredset_cli.main.load_dataset", recorded)
     out = tmp_path / "fm.fredset"
     result = cli_run("distill", "--dataset", "fashion-mnist", "--ipc", 1, "--k", 64, "--iterations", 2,
                      "--batch-real", 8, "--model", "convnetd1", "--device", "cpu", "--out", out,
@@ -129,10 +146,21 @@ def test_distill_then_evaluate_from_the_command_line(tmp_path, monkeypatch):
     distilled = load(out)
     assert distilled.counts == [12] * 10
     assert distilled.provenance["evaluation"][0]["iteration"] == 2  # periodic evaluation is recorded
-    result = cli_run("evaluate", out, "--runs", 1, "--epochs", 2, "--model", "convnetd1", "--json")
+    assert asked == [("fashion-mnist", "train"), ("fashion-mnist", "test")]
+    asked.clear()
+    result = cli_run("evaluate", out, "--runs", 1, "--epochs", 2, "--model", "convnetd1", "--device", "cpu", "--json")
     assert result.exit_code == 0, result.output
+    assert asked == [("fashion-mnist", "test")]
     report = json.loads(result.stdout)
-    assert 0 <= report["results"]["convnetd1"]["mean"] <= 100 and report["protocol"]["epochs"] == 2
+    # the command runs the protocol on the file's images with seed 0, the default lr and DSA: the same call by
+    # hand gives the same figures
+    data = FredDataset(out)
+    expected = evaluate(data.images, data.targets, first_500("fashion-mnist", split="test"), models=("convnetd1",),
+                        runs=1, epochs=2, lr=data.recommended_lr or DEFAULT_LR, seed=0, dsa=STRATEGY)
+    assert report["results"] == expected["results"]
+    assert {k: v for k, v in report["protocol"].items() if k != "seconds"} == {
+        k: v for k, v in expected["protocol"].items() if k != "seconds"}
+    assert report["protocol"]["epochs"] == 2 and report["protocol"]["test_images"] == 500
 
 
 def test_long_file_lists_are_summarised_in_provenance():

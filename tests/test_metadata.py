@@ -2,6 +2,8 @@
 
 import copy
 import json
+import re
+from importlib import resources
 from pathlib import Path
 
 import jsonschema
@@ -9,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fredset import FredsetError
+from fredset import FredsetError, __version__
+from fredset.format import read_file, to_bytes
 from fredset.format.metadata import build_metadata, schema, validate_metadata
 
 from conftest import make_artifact
@@ -81,8 +84,63 @@ def accepts(document, strict):
 
 
 def test_spec_schema_is_the_shipped_schema():
-    assert json.loads(SPEC_SCHEMA.read_text()) == schema()
+    """spec/metadata.schema.json is normative (FORMAT.md) and the reader validates against the packaged copy:
+    they must be one file, a symlink to the packaged one (or, where symlinks are not checked out, the same
+    bytes). A divergent copy in either place fails here."""
+    packaged = Path(str(resources.files("fredset.format").joinpath("metadata.schema.json")))
+    assert packaged.is_file() and not packaged.is_symlink()
+    assert SPEC_SCHEMA.resolve() == packaged.resolve() or SPEC_SCHEMA.read_bytes() == packaged.read_bytes()
+    assert json.loads(packaged.read_text("utf-8")) == schema()
     jsonschema.Draft202012Validator.check_schema(schema())
+
+
+def closed_objects(rule, value, where=()):
+    """(path, documented properties, written keys) of each closed object (additionalProperties false) of value."""
+    if not isinstance(value, dict):
+        return
+    if rule.get("additionalProperties") is False:
+        yield where, set(rule.get("properties", {})), set(value)
+    for key, item in value.items():
+        if key in rule.get("properties", {}):
+            yield from closed_objects(rule["properties"][key], item, where + (key,))
+
+
+def test_writer_and_schema_name_the_same_fields():
+    """A file written with every optional field set: its stored document validates against the strict schema,
+    each closed object holds exactly the properties the schema documents (no undocumented field written, no
+    documented field the writer cannot write), and the writer fills in provenance's required fields."""
+    artifact = make_artifact(counts=(2, 3), channels=3, k=5, license="CC-BY-4.0", citation="@misc{x, title={x}}",
+                             dataset_license="MIT", provenance={"objective": "dm", "seed": 1})
+    document = read_file(to_bytes(artifact))[1].metadata
+    STRICT.validate(document)
+    closed = list(closed_objects(schema(), document))
+    assert sorted(where for where, _, _ in closed) == [(), ("coefficients",), ("dataset",), ("image",),
+                                                       ("normalization",)]
+    for where, documented, written in closed:
+        assert written == documented, f"{'/'.join(where) or 'top level'}: written {sorted(written)}, " \
+                                      f"documented {sorted(documented)}"
+    assert set(schema()["required"]) < set(document)  # license and citation are optional
+    assert document["provenance"]["library"] == {"name": "fredset", "version": __version__}
+    assert document["provenance"]["objective"] == "dm" and document["provenance"]["seed"] == 1
+
+
+def test_format_md_field_table_lists_the_schema_fields():
+    """The field table of spec/FORMAT.md names every field of the schema's closed objects, and no other."""
+    text = (SPEC_SCHEMA.parent / "FORMAT.md").read_text("utf-8")
+    table = text[text.index("| field | meaning |"):].split("\n\n")[0].splitlines()[2:]
+    listed, previous = set(), ""
+    for row in table:
+        for name in re.findall(r"`([^`]+)`", row.split("|")[1]):
+            name = previous.rsplit(".", 1)[0] + name if name.startswith(".") else name
+            listed.add(name)
+            previous = name
+    expected = set()
+    for name, rule in schema()["properties"].items():
+        if rule.get("additionalProperties") is False:
+            expected |= {f"{name}.{child}" for child in rule["properties"]}
+        else:
+            expected.add(name)
+    assert listed == expected
 
 
 def test_valid_document_passes():
