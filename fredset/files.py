@@ -19,7 +19,7 @@ import torch
 
 from .errors import FredsetError
 
-__all__ = ["create_exclusively", "resolve_device", "sha256_file", "summarised_source", "write_atomically"]
+__all__ = ["create_exclusively", "file_digest", "resolve_device", "sha256_file", "summarised_source", "write_atomically"]
 
 
 def write_atomically(path: str | os.PathLike, data: bytes) -> None:
@@ -78,9 +78,10 @@ def create_exclusively(path: str | os.PathLike, data: bytes) -> bool:
             pass
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    """SHA-256 (hex) of a file's bytes, read in 1 MiB blocks; FredsetError naming the file if it cannot be read."""
-    digest = hashlib.sha256()
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """The ``hashlib`` digest (hex) of a file's bytes, read in 1 MiB blocks; FredsetError naming the file if
+    it cannot be read."""
+    digest = hashlib.new(algorithm)
     try:
         with open(path, "rb") as stream:
             while block := stream.read(1 << 20):
@@ -88,6 +89,11 @@ def sha256_file(path: str | os.PathLike) -> str:
     except OSError as error:
         raise FredsetError(f"cannot read ({error.strerror or error})", path) from None
     return digest.hexdigest()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a file's bytes (:func:`file_digest`)."""
+    return file_digest(path, "sha256")
 
 
 def summarised_source(source: dict[str, Any], limit: int = 64) -> dict[str, Any]:

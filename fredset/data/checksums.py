@@ -9,25 +9,15 @@ files the registry does not know).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pathlib
 from collections.abc import Iterable, Mapping
 
 from ..errors import FredsetError
-from ..files import sha256_file
+from ..files import file_digest, sha256_file
 from .registry import KnownDigest
 
 _NAMES = {"sha256": "SHA-256", "md5": "MD5"}
-
-
-def md5_file(path: str | os.PathLike) -> str:
-    """MD5 (hex) of a file's bytes, for the files whose only published digest is an MD5."""
-    try:
-        with open(path, "rb") as stream:
-            return hashlib.file_digest(stream, "md5").hexdigest()
-    except OSError as error:
-        raise FredsetError(f"cannot read ({error.strerror or error})", path) from None
 
 
 def check_known(path: pathlib.Path, sha256: str, known: tuple[KnownDigest, ...], label: str) -> None:
@@ -37,7 +27,7 @@ def check_known(path: pathlib.Path, sha256: str, known: tuple[KnownDigest, ...],
         return
     actual = {"sha256": sha256}
     if any(entry.algorithm == "md5" for entry in known):
-        actual["md5"] = md5_file(path)
+        actual["md5"] = file_digest(path, "md5")
         if any(entry.algorithm == "md5" and entry.digest == actual["md5"] for entry in known):
             return
     expected = " or ".join(f"{_NAMES[entry.algorithm]} {entry.digest} ({entry.source})" for entry in known)
