@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import sys
 import time
-from typing import Any, Callable
+import warnings
+from typing import Any, Callable, Iterator
 
 import click
 
@@ -27,17 +29,63 @@ from .report import file_report, format_buffer_summary, format_report
 
 
 def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn FredsetError into one line on stderr and exit status 2 (no traceback)."""
+    """Turn FredsetError into one line on stderr and exit status 2 (no traceback).
+
+    The message is one line already (FredsetError escapes line breaks and control characters);
+    it is written so that a terminal that cannot encode a character gets an escape, not a crash.
+    """
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
         except FredsetError as error:
-            click.echo(f"error: {error}", err=True)
+            echo(f"error: {error}", err=True)
             sys.exit(2)
 
     return wrapper
+
+
+def echo(text: str, err: bool = False) -> None:
+    """click.echo, with characters the stream cannot encode (e.g. on an ASCII terminal) backslash-escaped."""
+    encoding = getattr(sys.stderr if err else sys.stdout, "encoding", None) or "utf-8"
+    try:
+        text.encode(encoding)
+    except UnicodeEncodeError:
+        text = text.encode(encoding, "backslashreplace").decode(encoding)
+    except LookupError:
+        pass
+    click.echo(text, err=err)
+
+
+@contextlib.contextmanager
+def warnings_unless_refused() -> Iterator[None]:
+    """Hold back warnings (numpy's overflow warnings on absurd values, say) until the block ends.
+
+    If it ends with a FredsetError they are dropped: the reader checks what it computed (a value
+    that overflowed to infinity is refused), so the one-line error already says what is wrong and
+    the warnings would only add lines to stderr. Otherwise they are shown as usual, so nothing is
+    hidden for a file that is read (or for a crash).
+    """
+    held: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            try:
+                yield
+            finally:
+                held = list(caught)
+    except FredsetError:
+        raise
+    except BaseException:
+        _show_warnings(held)
+        raise
+    _show_warnings(held)
+
+
+def _show_warnings(held: list[warnings.WarningMessage]) -> None:
+    for warning in held:
+        warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno,
+                             warning.file, warning.line)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -76,17 +124,19 @@ def inspect(file: str, as_json: bool, grid: str | None, masks: str | None, per_c
         if grid or masks:
             raise FredsetError("--grid and --masks are for .fredset files, not expert buffers", file)
         summary = ExpertBuffer(file).summary()
-        click.echo(json.dumps(summary, indent=2) if as_json else format_buffer_summary(summary))
+        echo(json.dumps(summary, indent=2) if as_json else format_buffer_summary(summary))
         return
-    artifact, info = read_file(file)
-    report = file_report(artifact, info)
-    if grid:
-        write_png(grid, class_grid(artifact, per_class=per_class, scale=scale))
-        report["grid_png"] = grid
-    if masks:
-        write_png(masks, mask_grid(artifact, scale=2 * scale))
-        report["masks_png"] = masks
-    click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+    with warnings_unless_refused():
+        artifact, info = read_file(file)
+        report = file_report(artifact, info)
+        if grid:
+            write_png(grid, class_grid(artifact, per_class=per_class, scale=scale))
+            report["grid_png"] = grid
+        if masks:
+            write_png(masks, mask_grid(artifact, scale=2 * scale))
+            report["masks_png"] = masks
+    # strict JSON (the reader refuses non-finite numbers) and ASCII (json escapes every other character)
+    echo(json.dumps(report, indent=2, allow_nan=False) if as_json else format_report(report))
 
 
 @cli.command()

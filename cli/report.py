@@ -2,10 +2,47 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fredset import Artifact, FileInfo
+from fredset.errors import printable
 from fredset.experts import index_ranges
+
+
+def _text(value: Any, limit: int = 60) -> str:
+    """A metadata value in a report line: ``str`` of it, at most ``limit`` characters (then ``...``).
+
+    Free content (provenance is open) may be any JSON value; line breaks and other unprintable
+    characters are escaped when the lines are joined (:func:`_lines`).
+    """
+    text = value if isinstance(value, str) else _json_text(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _json_text(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, int) and value.bit_length() > 1100:  # beyond binary64 (the reader refuses those)
+        return f"<integer of {value.bit_length()} bits>"  # str() of a huge int is slow, or refused
+    if isinstance(value, (int, float)):
+        return str(value)
+    return json.dumps(value, ensure_ascii=False, default=str)[:1000]
+
+
+def _number(value: Any, spec: str = "g") -> str:
+    """A number formatted with ``spec``; any other value (or one the format cannot take) as :func:`_text`."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return format(value, spec)
+        except (OverflowError, ValueError):  # an int beyond the float range: the reader refuses those
+            pass
+    return _text(value)
+
+
+def _lines(lines: list[str]) -> str:
+    """The report's lines, each escaped so a value cannot break it or send terminal escapes (printable)."""
+    return "\n".join(printable(line) for line in lines)
 
 
 def file_report(artifact: Artifact, info: FileInfo) -> dict[str, Any]:
@@ -42,21 +79,23 @@ def format_report(report: dict[str, Any]) -> str:
     per_class = (f"{counts[0]} per class" if len(set(counts)) == 1
                  else f"{min(counts)}-{max(counts)} per class ({', '.join(map(str, counts[:20]))}"
                       f"{', ...' if len(counts) > 20 else ''})")
-    classes = ", ".join(report["classes"][:10]) + (", ..." if report["num_classes"] > 10 else "")
+    classes = ", ".join(_text(name, 256) for name in report["classes"][:10]) \
+        + (", ..." if report["num_classes"] > 10 else "")
     plane = image["height"] * image["width"]
-    stats = ", ".join(f"{m:.4g}/{s:.4g}" for m, s in zip(report["normalization"]["mean"],
-                                                        report["normalization"]["std"]))
+    stats = ", ".join(f"{_number(m, '.4g')}/{_number(s, '.4g')}" for m, s in zip(report["normalization"]["mean"],
+                                                                                report["normalization"]["std"]))
     encoding_text = encoding["dtype"] + (", byte-shuffled" if encoding["shuffle"] and encoding["dtype"] != "int8"
                                          else "") + f", {encoding['compression']}"
     library = provenance.get("library", {})
-    made = [f"{key} {provenance[key]}" for key in ("objective", "parameterization", "seed", "iterations")
+    library = library if isinstance(library, dict) else {}
+    made = [f"{key} {_text(provenance[key])}" for key in ("objective", "parameterization", "seed", "iterations")
             if provenance.get(key) is not None]
     if isinstance(provenance.get("budget"), dict) and "ipc" in provenance["budget"]:
-        made.append(f"ipc {provenance['budget']['ipc']}")
+        made.append(f"ipc {_text(provenance['budget']['ipc'])}")
     lines = [
-        f"{report['path']}: fredset format {report['format_version']}, checksum ok "
+        f"{_text(report['path'], 4096)}: fredset format {report['format_version']}, checksum ok "
         f"(sha256 {report['checksum']['value'][:16]}...)",
-        f"  dataset         {report['dataset']}: {report['num_classes']} classes ({classes})",
+        f"  dataset         {_text(report['dataset'], 256)}: {report['num_classes']} classes ({classes})",
         f"  images          {image['channels']}x{image['height']}x{image['width']}, normalised "
         f"(mean/std {stats})",
         f"  instances       {report['num_instances']}, {per_class}",
@@ -66,23 +105,25 @@ def format_report(report: dict[str, Any]) -> str:
         f"  file size       {report['file_bytes']:,} bytes",
         f"  decoded size    {report['decoded_float32_bytes']:,} bytes as float32 "
         f"({report['compression_ratio']:g}x the file)",
-        f"  made by         {library.get('name', '?')} {library.get('version', '?')} on {provenance.get('created', '?')}"
+        f"  made by         {_text(library.get('name', '?'))} {_text(library.get('version', '?'))} on "
+        f"{_text(provenance.get('created', '?'))}"
         + (f"; {', '.join(made)}" if made else ""),
     ]
     if report["recommended_lr"] is not None:
-        lines.append(f"  recommended lr  {report['recommended_lr']:g}")
-    buffer = (provenance.get("hyperparameters") or {}).get("buffer")
+        lines.append(f"  recommended lr  {_number(report['recommended_lr'])}")
+    hyperparameters = provenance.get("hyperparameters")
+    buffer = hyperparameters.get("buffer") if isinstance(hyperparameters, dict) else None
     if isinstance(buffer, dict) and buffer.get("fingerprint"):
-        lines.append(f"  expert buffer   {buffer.get('experts')} experts of {buffer.get('dataset')}, "
-                     f"fingerprint {str(buffer['fingerprint'])[:16]}...")
+        lines.append(f"  expert buffer   {_text(buffer.get('experts'))} experts of {_text(buffer.get('dataset'))}, "
+                     f"fingerprint {_text(buffer['fingerprint'], 100)[:16]}...")
     for key, label in (("license", "licence"), ("dataset_license", "data licence"), ("citation", "citation")):
         if report[key]:
             text = " ".join(str(report[key]).split())
             lines.append(f"  {label:<15} {text[:100]}{'...' if len(text) > 100 else ''}")
     for key, label in (("grid_png", "images written"), ("masks_png", "masks written")):
         if key in report:
-            lines.append(f"  {label:<15} {report[key]}")
-    return "\n".join(lines)
+            lines.append(f"  {label:<15} {_text(report[key], 4096)}")
+    return _lines(lines)
 
 
 def format_buffer_summary(summary: dict[str, Any]) -> str:
@@ -114,4 +155,4 @@ def format_buffer_summary(summary: dict[str, Any]) -> str:
                      f"max {100 * max(tests):.2f}%, {len(tests)} experts)")
     lines += [f"  size            {summary['bytes']:,} bytes on disk",
               f"  fingerprint     {summary['fingerprint']}"]
-    return "\n".join(lines)
+    return _lines(lines)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .dct import decode_classes
+from .dct import DEFAULT_MAX_WORKING_BYTES, decode_classes
 from .errors import FredsetError
 
 # Generous structural limits: they keep a hostile file from asking for absurd shapes.
@@ -94,14 +94,20 @@ class Artifact:
         return self.num_instances * self.channels * height * width * 4
 
     # -- behaviour -----------------------------------------------------------------------
-    def decode(self, device: torch.device | str | None = None, *, pixel_space: bool = False) -> torch.Tensor:
+    def decode(self, device: torch.device | str | None = None, *, pixel_space: bool = False,
+               max_working_bytes: int = DEFAULT_MAX_WORKING_BYTES) -> torch.Tensor:
         """All images [N, C, H, W] float32 on ``device``, class-sorted like :attr:`labels`.
 
         Normalised space by default; ``pixel_space=True`` maps to [0, 1] with x*std + mean, clamped.
+        Besides the output, the inverse DCT's intermediates stay under ``max_working_bytes`` (and,
+        where one image plane allows, under :data:`fredset.dct.WORKING_CHUNK_BYTES`); a decode that
+        cannot is refused with :class:`FredsetError` before anything is allocated
+        (:func:`fredset.dct.decode_classes`). FredDataset passes its ``max_decoded_bytes``.
         """
         device = torch.device(device or "cpu")
         coefficients = [c.to(device=device, dtype=torch.float32) for c in self.coefficients]
-        images = decode_classes(coefficients, self.masks.to(device), *self.image_size)
+        images = decode_classes(coefficients, self.masks.to(device), *self.image_size,
+                                max_working_bytes=max_working_bytes)
         if pixel_space:
             images = to_pixel_space(images, self.mean, self.std, inplace=True)  # fresh: no second copy
         return images

@@ -28,7 +28,8 @@ class FredDataset(Dataset):
         transform: applied to each image tensor in ``__getitem__``.
         target_transform: applied to each integer label in ``__getitem__``.
         pixel_space: serve images in pixel space [0, 1] instead of the normalised space.
-        max_file_bytes, max_decoded_bytes: refuse files that would need more than this.
+        max_file_bytes, max_decoded_bytes: refuse files that would need more than this; the decode's working
+            memory (its intermediates, beside the images) is bounded by ``max_decoded_bytes`` as well.
 
     Attributes:
         images: float32 [N, C, H, W] on ``device``, class-sorted.
@@ -49,7 +50,11 @@ class FredDataset(Dataset):
         self.transform = transform
         self.target_transform = target_transform
         self.pixel_space = pixel_space
-        self.images = self.artifact.decode(self.device, pixel_space=pixel_space)
+        try:  # max_decoded_bytes bounds the decode's working memory too, not only its output
+            self.images = self.artifact.decode(self.device, pixel_space=pixel_space,
+                                               max_working_bytes=max_decoded_bytes)
+        except FredsetError as error:
+            raise FredsetError(error.problem, self.info.path) from None
         self.targets = self.artifact.labels.to(self.device)
         self.classes = list(self.artifact.classes)
         self.class_to_idx = {name: index for index, name in enumerate(self.classes)}

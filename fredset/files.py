@@ -11,30 +11,56 @@ from __future__ import annotations
 import hashlib
 import os
 import pathlib
+import re
 import secrets
-import tempfile
+import stat
+import time
 from typing import Any
 
 import torch
 
 from .errors import FredsetError
 
-__all__ = ["create_exclusively", "file_digest", "resolve_device", "sha256_file", "summarised_source", "write_atomically"]
+__all__ = ["create_exclusively", "file_digest", "process_alive", "remove_stale_temporaries", "resolve_device",
+           "sha256_file", "summarised_source", "write_atomically"]
 
 
 def write_atomically(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to a temporary sibling of ``path``, flush it to disk, then rename it over ``path``.
 
-    An interrupted write never leaves a partial file at ``path``.
+    An interrupted write never leaves a partial file at ``path``. The file gets the mode ``path`` had
+    when it existed, else the default for a new file (0666 & ~umask), as a plain ``open`` would give.
+
+    Temporary files are named ``.NAME.PID.RANDOM.tmp`` (PID: the writing process). A writer that is
+    killed leaves its temporary file behind, so after each successful write the siblings of that
+    form (and the ``.NAME.XXXXXXXX.tmp`` names of earlier versions, which hold no PID) are removed
+    when they are stale: unmodified for STALE_TEMPORARY_SECONDS and, where the name holds a PID, that
+    process is gone from this machine. A concurrent writer's temporary file is therefore never
+    removed: it is fresh (written moments ago, in one call) and its process is alive; the age test
+    also covers a PID seen from another machine sharing the folder.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
+    name = os.path.basename(path)
+    temporary = os.path.join(folder, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+        status = os.stat(path)
+        mode = stat.S_IMODE(status.st_mode) if stat.S_ISREG(status.st_mode) else None
+    except (OSError, ValueError):  # no such file (or not one we can stat): a new file's default
+        mode = None
+    try:  # 0o666 is reduced by the umask, like a plain open(); the old mode is restored with fchmod
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     except OSError as error:
         raise FredsetError(f"cannot write here ({error.strerror or error})", path) from None
+    except ValueError as error:  # a NUL byte in the path
+        raise FredsetError(f"invalid path ({error})", path) from None
     try:
         with os.fdopen(descriptor, "wb") as stream:
+            if mode is not None:
+                try:
+                    os.fchmod(stream.fileno(), mode)
+                except (OSError, AttributeError):  # a file system without modes (or no fchmod): keep the default
+                    pass
             stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
@@ -47,6 +73,59 @@ def write_atomically(path: str | os.PathLike, data: bytes) -> None:
         if isinstance(error, OSError):
             raise FredsetError(f"cannot write file ({error.strerror or error})", path) from None
         raise
+    remove_stale_temporaries(path)
+
+
+#: A temporary sibling unmodified for this long, whose writer is gone, is left over from a killed write.
+STALE_TEMPORARY_SECONDS = 10 * 60
+
+# .NAME.PID.RANDOM.tmp (this module), or .NAME.XXXXXXXX.tmp (tempfile.mkstemp, earlier versions).
+_TEMPORARY = re.compile(r"(?:(?P<pid>[0-9]{1,10})\.[0-9a-f]{8}|[a-z0-9_]{8})\.tmp")
+
+
+def remove_stale_temporaries(path: str | os.PathLike, *, older_than: float = STALE_TEMPORARY_SECONDS) -> list[str]:
+    """Remove the stale temporary siblings of ``path`` that killed writes left (see :func:`write_atomically`);
+    return the paths removed. Best effort: a sibling that cannot be checked or removed is skipped."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    prefix = f".{os.path.basename(path)}."
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        if not entry.name.startswith(prefix):
+            continue
+        match = _TEMPORARY.fullmatch(entry.name[len(prefix):])
+        if match is None:
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False) or now - entry.stat(follow_symlinks=False).st_mtime < older_than:
+                continue
+            if match["pid"] is not None and process_alive(int(match["pid"])):
+                continue
+            os.unlink(entry.path)
+        except OSError:
+            continue
+        removed.append(entry.path)
+    return removed
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (another user's counts); unsure means alive."""
+    if pid == os.getpid():
+        return True
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError, ValueError):  # PermissionError: alive, another user's; else: unsure
+        return True
+    return True
 
 
 def create_exclusively(path: str | os.PathLike, data: bytes) -> bool:

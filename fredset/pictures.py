@@ -9,26 +9,32 @@ import zlib
 import numpy as np
 import torch
 
-from .artifact import Artifact
+from .artifact import Artifact, to_pixel_space
+from .dct import DEFAULT_MAX_WORKING_BYTES, decode_classes
 from .files import write_atomically
 
 
-def class_grid(artifact: Artifact, *, per_class: int = 10, scale: int = 1, gap: int = 1) -> np.ndarray:
+def class_grid(artifact: Artifact, *, per_class: int = 10, scale: int = 1, gap: int = 1,
+               max_working_bytes: int = DEFAULT_MAX_WORKING_BYTES) -> np.ndarray:
     """Decoded images in pixel space, one row per class (up to ``per_class`` each): uint8 [H', W', 1 or 3].
 
     Three-channel data is shown in colour; other channel counts show the first channel in grey.
     """
     height, width = artifact.image_size
-    images = artifact.decode(pixel_space=True)
-    images = images[:, :3] if artifact.channels == 3 else images[:, :1]
+    shown = 3 if artifact.channels == 3 else 1
     columns = max(1, min(per_class, max(artifact.counts)))
+    # Only the pictures shown are decoded (the first ``columns`` instances of each class, the shown
+    # channels), with the decode's working memory bounded as in Artifact.decode.
+    blocks = [block[:columns, :shown].to(torch.float32) for block in artifact.coefficients]
+    images = to_pixel_space(decode_classes(blocks, artifact.masks, height, width, max_working_bytes=max_working_bytes),
+                            artifact.mean[:shown], artifact.std[:shown], inplace=True)
     cell_h, cell_w = height * scale + gap, width * scale + gap
-    canvas = np.zeros((artifact.num_classes * cell_h + gap, columns * cell_w + gap, images.shape[1]), np.uint8)
+    canvas = np.zeros((artifact.num_classes * cell_h + gap, columns * cell_w + gap, shown), np.uint8)
     canvas[:] = 64  # dark grey background marks missing cells and gaps
     start = 0
     for label, count in enumerate(artifact.counts):
         block = images[start:start + min(count, columns)]
-        start += count
+        start += min(count, columns)
         pixels = (block * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
         pixels = pixels.repeat(scale, axis=1).repeat(scale, axis=2)
         for column, picture in enumerate(pixels):

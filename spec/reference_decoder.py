@@ -16,7 +16,9 @@ import hashlib
 import io
 import json
 import math
+import os
 import re
+import stat
 import struct
 import sys
 from dataclasses import dataclass
@@ -46,6 +48,9 @@ DATASETS = {
     "coefficient_offsets": (h5py.h5t.INTEGER, 8, 1),
     "quantization": (h5py.h5t.FLOAT, 4, 4),
 }
+# Structure limits: links in all groups, names in a path, and what a link name may be.
+MAX_LINKS, MAX_DEPTH = 1024, 8
+LINK_NAME = re.compile(rb"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 REQUIRED = ("metadata", "masks", "coefficients", "coefficient_offsets")
 STORED_DTYPE = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2"), "int8": np.dtype("i1")}
 
@@ -103,7 +108,12 @@ def to_pixels(images: np.ndarray, metadata: dict[str, Any]) -> np.ndarray:
 def read(path: str, *, max_file_bytes: int = MAX_FILE_BYTES,
          max_decoded_bytes: int = MAX_DECODED_BYTES) -> Contents:
     """Verify and read a file: header and checksum first, then the HDF5 structure, then data."""
-    with open(path, "rb") as stream:
+    if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or a device could block or never end
+        raise ValueError("not a regular file")
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # in case it was swapped since
+    with os.fdopen(descriptor, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise ValueError("not a regular file")
         data = stream.read(max_file_bytes + 1)
     if len(data) > max_file_bytes:
         raise ValueError(f"file is larger than the {max_file_bytes}-byte limit")
@@ -145,17 +155,30 @@ def check_structure(handle: h5py.File, file_bytes: int, strict: bool) -> dict[st
     if strict and handle.attrs.keys():
         raise ValueError("unexpected attributes on the root group")
     names: list[str] = []
-    problems: list[str] = []  # (raising inside an h5py visitor is not safe; collect instead)
+    paths: set[bytes] = set()
+    problems: list[str] = []  # (raising inside an h5py visitor is not safe; collect and stop instead)
 
-    def visit(name: str, link: Any) -> None:
-        if not isinstance(link, h5py.HardLink):
-            problems.append(f"/{name} is a {type(link).__name__}; only hard links are allowed")
-        elif name in DATASETS:
-            names.append(name)
+    def visit(name: bytes, link: Any) -> int | None:
+        parts = name.split(b"/")
+        if len(paths) == MAX_LINKS:
+            problems.append(f"more than {MAX_LINKS} links")
+        elif not all(LINK_NAME.match(part) for part in parts):
+            problems.append(f"link name {name[:200]!r} is not allowed")
+        elif len(parts) > MAX_DEPTH:
+            problems.append(f"objects nested more than {MAX_DEPTH} deep")
+        elif name in paths:
+            problems.append(f"/{name.decode()} is linked twice")
+        elif link.type != h5py.h5l.TYPE_HARD:
+            problems.append(f"/{name.decode()} is not a hard link; only hard links are allowed")
+        elif name.decode() in DATASETS:
+            names.append(name.decode())
         elif strict:
-            problems.append(f"unexpected object /{name}")
+            problems.append(f"unexpected object /{name.decode()}")
+        paths.add(name)
+        return 1 if problems else None
 
-    handle.visititems_links(visit)
+    # depth first, each group entered once; native order, so nothing is sorted before the visit
+    handle.id.links.visit(visit, info=True, order=h5py.h5.ITER_NATIVE)
     if problems:
         raise ValueError(problems[0])
     for name in REQUIRED:
@@ -167,11 +190,8 @@ def check_structure(handle: h5py.File, file_bytes: int, strict: bool) -> dict[st
         type_class, size, rank = DATASETS[name]
         if not isinstance(item, h5py.Dataset):
             raise ValueError(f"/{name} must be a dataset")
-        h5type = item.id.get_type()
-        if h5type.get_class() != type_class or h5type.get_size() != size \
-                or (size > 1 and h5type.get_order() != h5py.h5t.ORDER_LE) \
-                or (type_class == h5py.h5t.INTEGER and h5type.get_sign() != h5py.h5t.SGN_NONE):
-            raise ValueError(f"/{name} has the wrong datatype ({item.dtype})")
+        if not exact_type(item.id.get_type(), type_class, size):
+            raise ValueError(f"/{name} has the wrong datatype")
         if item.shape is None or len(item.shape) != rank:
             raise ValueError(f"/{name} must have {rank} dimensions")
         plist = item.id.get_create_plist()
@@ -184,6 +204,20 @@ def check_structure(handle: h5py.File, file_bytes: int, strict: bool) -> dict[st
             raise ValueError(f"/{name} is not fully stored in the file")
         found[name] = item
     return found
+
+
+def exact_type(h5type: Any, type_class: int, size: int) -> bool:
+    """The datatype is exactly H5T_STD_U8LE, _U32LE or _U64LE (integers) or H5T_IEEE_F32LE, as stored
+    in the dataset (not committed); a 1-byte integer may also be declared big-endian."""
+    zero = h5py.h5t.PAD_ZERO
+    if h5type.get_class() != type_class or h5type.committed() or h5type.get_size() != size \
+            or h5type.get_precision() != 8 * size or h5type.get_offset() != 0 or h5type.get_pad() != (zero, zero) \
+            or h5type.get_order() not in ((h5py.h5t.ORDER_LE, h5py.h5t.ORDER_BE) if size == 1 else (h5py.h5t.ORDER_LE,)):
+        return False
+    if type_class == h5py.h5t.INTEGER:
+        return h5type.get_sign() == h5py.h5t.SGN_NONE
+    return (h5type.get_fields() == (31, 23, 8, 0, 23) and h5type.get_ebias() == 127
+            and h5type.get_norm() == h5py.h5t.NORM_IMPLIED and h5type.get_inpad() == zero)
 
 
 def read_container(handle: h5py.File, file_bytes: int, strict: bool, max_decoded_bytes: int):

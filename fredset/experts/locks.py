@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ..errors import FredsetError
+from ..files import process_alive
 
 try:  # a directory-wide mutex around claims; POSIX only (elsewhere the lock files alone are the protocol)
     import fcntl
@@ -28,20 +29,6 @@ __all__ = ["Lock", "claim", "lock_is_stale", "mutex"]
 
 MUTEX = ".claim.mutex"
 UNREADABLE_LOCK_GRACE_S = 60.0
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, belongs to someone else
-        return True
-    except OSError:
-        return True  # cannot tell: assume alive, never steal
-    return True
 
 
 @contextmanager
@@ -110,7 +97,7 @@ def lock_is_stale(path: pathlib.Path) -> bool:
         return time.time() - modified > UNREADABLE_LOCK_GRACE_S
     if host != socket.gethostname():
         return False  # another machine's process: we cannot tell, never steal
-    return pid == os.getpid() or not _pid_alive(pid)
+    return pid == os.getpid() or not process_alive(pid)
 
 
 def claim(lock_path: pathlib.Path, done: pathlib.Path) -> Lock | None:

@@ -213,3 +213,66 @@ def swapped_soft_link(handle: h5py.File) -> None:
 def set_attribute(obj: str, key: str, value: Any) -> Tweak:
     """An attribute ``key`` on the object ``obj`` ("/" for the root group)."""
     return lambda handle: handle[obj].attrs.__setitem__(key, value)
+
+
+# -- hostile containers: datatypes, many or deep objects, odd names ---------------------------------
+
+def retyped(name: str, make_type: Callable[[h5py.h5t.TypeID], h5py.h5t.TypeID]) -> Tweak:
+    """/``name`` rewritten with the HDF5 datatype ``make_type(original type)``, holding the very same
+    bytes: they are written unconverted, so only what the datatype says they mean changes. The new
+    type must have the original's size."""
+    def tweak(handle: h5py.File) -> None:
+        data = np.ascontiguousarray(handle[name][()])
+        new_type = make_type(handle[name].id.get_type())
+        if new_type.get_size() != data.dtype.itemsize:
+            raise ValueError(f"retyped: {name} has {data.dtype.itemsize}-byte items, the type {new_type.get_size()}")
+        del handle[name]
+        dataset = h5py.h5d.create(handle.id, name.encode(), new_type, h5py.h5s.create_simple(data.shape))
+        if data.size:
+            dataset.write(h5py.h5s.ALL, h5py.h5s.ALL, data, mtype=new_type)
+    return tweak
+
+
+def nested_groups(depth: int, name: str = "g") -> Tweak:
+    """``depth`` groups each inside the last: /g, /g/g, /g/g/g, ..."""
+    def tweak(handle: h5py.File) -> None:
+        group = handle
+        for _ in range(depth):
+            group = group.create_group(name)
+    return tweak
+
+
+def extra_objects(count: int, kind: str = "dataset", prefix: str = "extra") -> Tweak:
+    """``count`` more objects at the root, /``prefix``0 ...: 2-element int64 datasets, empty groups
+    (``kind="group"``), or hard links to /metadata (``kind="link"``, cheap to make)."""
+    def tweak(handle: h5py.File) -> None:
+        for index in range(count):
+            if kind == "dataset":
+                handle.create_dataset(f"{prefix}{index}", data=np.arange(2))
+            elif kind == "group":
+                handle.create_group(f"{prefix}{index}")
+            elif kind == "link":
+                handle.id.links.create_hard(f"{prefix}{index}".encode(), handle.id, b"metadata")
+            else:
+                raise ValueError(f"extra_objects: unknown kind {kind!r}")
+    return tweak
+
+
+def hard_link_named(name: bytes, target: str = "metadata") -> Tweak:
+    """A second hard link to /``target`` under ``name``, any bytes (non-ASCII, not UTF-8, long...)."""
+    return lambda handle: handle.id.links.create_hard(name, handle.id, target.encode())
+
+
+def committed_datatype(name: str, dtype: Any) -> Tweak:
+    """A committed (named) datatype at /``name``."""
+    return lambda handle: handle.__setitem__(name, np.dtype(dtype))
+
+
+def with_committed_type(name: str, type_name: str = "shared_type") -> Tweak:
+    """/``name`` rewritten to use a committed copy of its own datatype, linked as /``type_name``."""
+    def tweak(handle: h5py.File) -> None:
+        data = handle[name][()]
+        handle[type_name] = data.dtype
+        del handle[name]
+        handle.create_dataset(name, data=data, dtype=handle[type_name])
+    return tweak

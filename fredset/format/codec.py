@@ -34,7 +34,10 @@ def quantize_int8(block: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 def dequantize_int8(codes: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
-    return (offset + scale * codes.astype("<f4")).astype(np.float32)
+    """``offset + scale * code`` in float32. Absurd scales overflow to inf silently: the reader's finite
+    check refuses the result with one line, so numpy's warning would only add a second one."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return (offset + scale * codes.astype("<f4")).astype(np.float32)
 
 
 def shuffle_bytes(raw: np.ndarray, itemsize: int) -> np.ndarray:
@@ -43,7 +46,8 @@ def shuffle_bytes(raw: np.ndarray, itemsize: int) -> np.ndarray:
 
 
 def unshuffle_bytes(raw: np.ndarray, itemsize: int) -> np.ndarray:
-    """Inverse of :func:`shuffle_bytes`. One strided copy per byte plane: ~3x faster than a transpose copy."""
+    """Inverse of :func:`shuffle_bytes`. One strided copy per byte plane (faster than a transpose copy,
+    docs/RESULTS.md)."""
     planes = raw.reshape(itemsize, -1)
     out = np.empty((planes.shape[1], itemsize), np.uint8)
     for index in range(itemsize):

@@ -6,8 +6,10 @@ import copy
 import datetime
 import functools
 import json
+import math
 import os
 import re
+import sys
 from importlib import resources
 from typing import Any
 
@@ -17,6 +19,13 @@ from ..version import __version__
 
 MAX_METADATA_BYTES = 4 * 2**20
 TRANSFORM = "dct-ii-orthonormal"
+MAX_DEPTH = 64  # nesting levels of arrays and objects, the top-level object being level 1 (FORMAT.md section 3)
+MAX_NUMBER = sys.float_info.max  # every number must be a finite binary64 value: |x| <= MAX_NUMBER
+_MAX_INTEGER = int(MAX_NUMBER)  # 309 digits
+# Characters no metadata string (value or key) may hold: C0 controls other than TAB, LF and CR, DEL, C1
+# controls, and surrogates (JSON's \ud800 escapes, unpaired; paired ones decode to one character).
+# Names and other short fields refuse TAB, LF and CR too (the schema's "not" patterns).
+_FORBIDDEN = re.compile("[\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f\\ud800-\\udfff]")
 
 
 @functools.lru_cache(maxsize=1)
@@ -30,8 +39,13 @@ def validate_metadata(document: Any, path: str, *, strict: bool = True) -> None:
 
     Interprets the keywords metadata.schema.json uses (type, const, enum, required, properties,
     additionalProperties, items, min/maxItems, uniqueItems, minimum, maximum, exclusiveMinimum,
-    min/maxLength, pattern); the tests check it agrees with the jsonschema package. A full JSON
-    Schema library would cost this read path ~0.1 s of import time and four dependencies.
+    min/maxLength, pattern, not); the tests check it agrees with the jsonschema package. A full JSON
+    Schema library would cost this read path ~0.1 s of import time and four dependencies. Patterns
+    are ECMA-262 regular expressions, as JSON Schema says: ``$`` matches only at the very end, not
+    before a final newline as Python's does (see :func:`_pattern`).
+
+    Checks only the schema: :func:`decode_metadata` and :func:`encode_metadata` also apply the
+    rules no schema keyword states (:func:`check_values`: depth, characters, number range).
     """
     problem = _violation(schema(), document, strict)
     if problem is not None:
@@ -51,7 +65,7 @@ _TYPES = {
 }
 _KNOWN_KEYWORDS = {"$schema", "$id", "title", "description", "type", "const", "enum", "required", "properties",
                    "additionalProperties", "items", "minItems", "maxItems", "uniqueItems", "minimum", "maximum",
-                   "exclusiveMinimum", "minLength", "maxLength", "pattern"}
+                   "exclusiveMinimum", "minLength", "maxLength", "pattern", "not"}
 
 
 def _violation(rule: dict[str, Any], value: Any, strict: bool, where: tuple[str, ...] = ()
@@ -68,6 +82,9 @@ def _violation(rule: dict[str, Any], value: Any, strict: bool, where: tuple[str,
         return where, f"{_show(value)} must be {rule['const']!r}"
     if "enum" in rule and not any(_same(value, option) for option in rule["enum"]):
         return where, f"{_show(value)} is not one of {rule['enum']}"
+    if "not" in rule and _violation(rule["not"], value, strict, where) is None:
+        refused = rule["not"]
+        return where, f"{_show(value)} {refused.get('description') or 'must not match ' + json.dumps(refused)}"
     if isinstance(value, dict):
         for name in rule.get("required", ()):
             if name not in value:
@@ -102,9 +119,46 @@ def _violation(rule: dict[str, Any], value: Any, strict: bool, where: tuple[str,
         if not rule.get("minLength", 0) <= len(value) <= rule.get("maxLength", len(value)):
             return where, f"string of length {len(value)} is outside {rule.get('minLength', 0)}.." \
                           f"{rule.get('maxLength', 'any')}"
-        if "pattern" in rule and not re.search(rule["pattern"], value):
+        if "pattern" in rule and not _pattern(rule["pattern"]).search(value):
             return where, f"{_show(value)} does not match {rule['pattern']!r}"
     return None
+
+
+@functools.lru_cache(maxsize=None)
+def _pattern(ecma: str) -> re.Pattern[str]:
+    """An ECMA-262 pattern (as JSON Schema patterns are) as a Python regular expression.
+
+    The constructs the schema uses mean the same in both, except ``$``: ECMA-262 (without the m
+    flag) matches it only at the end of the string, Python also before a final newline, which
+    would let ``"2024-01-01T00:00:00Z\\n"`` pass ``^...Z$``; here it becomes ``\\Z``. Constructs
+    whose meaning differs in other ways (``.``, ``\\d``, ``\\w``, ``\\s``, ``\\b``) are refused loudly
+    rather than interpreted differently.
+    """
+    out, index, in_class = [], 0, False
+    while index < len(ecma):
+        char = ecma[index]
+        if char == "\\":
+            escape = ecma[index:index + 2]
+            if escape[1:] in tuple("dDwWsSbB"):
+                raise RuntimeError(f"metadata schema pattern {ecma!r} uses {escape}, which this interpreter "
+                                   "does not translate")
+            out.append(escape)
+            index += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+            if ecma[index + 1:index + 2] == "]" or ecma[index + 1:index + 3] == "^]":
+                raise RuntimeError(f"metadata schema pattern {ecma!r} has an empty class, which ECMA-262 and "
+                                   "Python read differently")
+        elif char == ".":
+            raise RuntimeError(f"metadata schema pattern {ecma!r} uses '.', which this interpreter does not translate")
+        elif char == "$":
+            char = "\\Z"
+        out.append(char)
+        index += 1
+    return re.compile("".join(out))
 
 
 def _same(value: Any, expected: Any) -> bool:
@@ -127,8 +181,61 @@ def creation_time() -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def check_values(document: Any, path: str | None = None, *, depth: int = 1, where: tuple[str, ...] = ()) -> None:
+    """Raise FredsetError unless ``document`` keeps the rules of FORMAT.md section 3 that the schema cannot state.
+
+    Arrays and objects nest at most :data:`MAX_DEPTH` levels (``document`` is at level ``depth``); no
+    string, value or key, holds a character of :data:`_FORBIDDEN`; every number is a finite binary64
+    value. Iterative, so a deep document cannot exhaust the stack; raises for the first problem it meets.
+    """
+    pending = [(document, depth, where)]
+    while pending:
+        value, level, at = pending.pop()
+        if isinstance(value, (dict, list, tuple)):
+            if level > MAX_DEPTH:
+                raise FredsetError(f"invalid metadata at {_where(at)}: nested deeper than "
+                                   f"the {MAX_DEPTH} levels allowed", path)
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    if isinstance(key, str):
+                        _check_string(key, at, path, "key ")
+                    pending.append((item, level + 1, at + (str(key),)))
+            else:
+                pending.extend((item, level + 1, at + (str(index),)) for index, item in enumerate(value))
+        elif isinstance(value, str):
+            _check_string(value, at, path)
+        elif isinstance(value, float) and not math.isfinite(value) \
+                or isinstance(value, int) and not isinstance(value, bool) and abs(value) > _MAX_INTEGER:
+            raise FredsetError(f"invalid metadata at {_where(at)}: {_show_number(value)} is "
+                               "not a finite binary64 number", path)
+
+
+def _check_string(text: str, where: tuple[str, ...], path: str | None, what: str = "") -> None:
+    found = _FORBIDDEN.search(text)
+    if found:
+        char = ord(found.group())
+        kind = "an unpaired surrogate" if 0xD800 <= char <= 0xDFFF else "the control character"
+        raise FredsetError(f"invalid metadata at {_where(where)}: {what}{_show(text)} holds "
+                           f"{kind} U+{char:04X}", path)
+
+
+def _where(where: tuple[str, ...]) -> str:
+    """A location in the document, shortened when it is deep or its keys are long."""
+    shown = [key if len(key) <= 40 else key[:40] + "..." for key in where]
+    if len(shown) > 8:
+        shown = shown[:4] + [f"...({len(shown) - 6} levels)..."] + shown[-2:]
+    return "/".join(shown) or "(top level)"
+
+
+def _show_number(value: float | int) -> str:
+    if isinstance(value, float) or abs(value) < 10**60:
+        return str(value)
+    return f"an integer of {value.bit_length()} bits"
+
+
 def build_metadata(artifact: Artifact, encoding: str, shuffle: bool) -> dict[str, Any]:
     height, width = artifact.image_size
+    check_values(artifact.provenance, depth=2, where=("provenance",))  # before deepcopy recurses into it
     provenance = copy.deepcopy(artifact.provenance)
     provenance.setdefault("library", {"name": "fredset", "version": __version__})
     provenance.setdefault("created", creation_time())
@@ -152,7 +259,8 @@ def build_metadata(artifact: Artifact, encoding: str, shuffle: bool) -> dict[str
 
 
 def encode_metadata(document: dict[str, Any]) -> bytes:
-    """Canonical UTF-8 JSON: sorted keys, no insignificant white space."""
+    """Canonical UTF-8 JSON: sorted keys, no insignificant white space; refuses what a reader refuses."""
+    check_values(document)
     try:
         return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                           allow_nan=False).encode("utf-8")
@@ -164,10 +272,15 @@ def decode_metadata(raw: bytes, path: str, *, strict: bool) -> dict[str, Any]:
     if len(raw) > MAX_METADATA_BYTES:
         raise FredsetError(f"metadata is {len(raw)} bytes, more than the {MAX_METADATA_BYTES} allowed", path)
     try:
-        document = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant,
-                              object_pairs_hook=_refuse_duplicate_keys)
-    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        document = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant, parse_float=_finite_float,
+                              parse_int=_finite_integer, object_pairs_hook=_refuse_duplicate_keys)
+    except _Refused as error:
+        raise FredsetError(f"invalid metadata: {error}", path) from None
+    except RecursionError:  # json nests one Python call per level: far deeper than MAX_DEPTH
+        raise FredsetError(f"invalid metadata: nested deeper than the {MAX_DEPTH} levels allowed", path) from None
+    except (UnicodeDecodeError, ValueError) as error:
         raise FredsetError(f"metadata is not valid UTF-8 JSON ({str(error)[:120]})", path) from None
+    check_values(document, path)
     validate_metadata(document, path, strict=strict)
     # JSON Schema counts 64.0 as an integer; sizes are used as shapes, so make them ints.
     image = document["image"]
@@ -196,5 +309,28 @@ def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return document
 
 
+class _Refused(ValueError):
+    """A number the JSON parser read but FORMAT.md refuses."""
+
+
 def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 overflows binary64 to infinity
+        raise _Refused(f"number {_literal(text)} is not a finite binary64 number")
+    return value
+
+
+def _finite_integer(text: str) -> int:
+    # The length check comes first: converting thousands of digits to an int costs quadratic time.
+    value = int(text) if len(text.lstrip("-")) <= len(str(_MAX_INTEGER)) else None
+    if value is None or abs(value) > _MAX_INTEGER:
+        raise _Refused(f"integer {_literal(text)} is not a finite binary64 number (|n| <= {MAX_NUMBER:.17g})")
+    return value
+
+
+def _literal(text: str) -> str:
+    return text if len(text) <= 24 else f"{text[:16]}... ({len(text)} characters)"

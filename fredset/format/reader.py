@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -22,19 +23,13 @@ from ..errors import FredsetError
 from .codec import decode_block, dequantize_int8
 from .header import HEADER_SIZE, VERSION, parse_header
 from .metadata import MAX_METADATA_BYTES, decode_metadata
+from .structure import checked_datasets, read_dataset, short_error
 
 DEFAULT_MAX_FILE_BYTES = 1 * 2**30
 DEFAULT_MAX_DECODED_BYTES = 4 * 2**30
 
-# name -> (stored dtype, number of dimensions); quantization only with int8 coefficients.
-DATASETS = {
-    "metadata": (np.dtype("u1"), 1),
-    "masks": (np.dtype("<u4"), 2),
-    "coefficients": (np.dtype("u1"), 1),
-    "coefficient_offsets": (np.dtype("<u8"), 1),
-    "quantization": (np.dtype("<f4"), 4),
-}
-_ALLOWED_LAYOUTS = (h5py.h5d.CONTIGUOUS, h5py.h5d.COMPACT)
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 Source = str | os.PathLike | bytes | BinaryIO
 
@@ -67,7 +62,7 @@ def read_file(source: Source, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     except Exception as error:  # libhdf5 and numpy raise many types on malformed content
         cause = error.__cause__ or error.__context__ if isinstance(error, SystemError) else None
         shown = cause or error  # h5py can wrap the real error (a name that is not UTF-8) in a SystemError
-        raise FredsetError(f"malformed HDF5 content ({type(shown).__name__}: {_short(shown)})", path) from None
+        raise FredsetError(f"malformed HDF5 content ({type(shown).__name__}: {short_error(shown)})", path) from None
     info = FileInfo(path, len(data), header.version, header.sha256.hex(), metadata)
     return artifact, info
 
@@ -104,12 +99,10 @@ def _read_bytes(source: Source, limit: int) -> tuple[bytes, str]:
     else:
         path = os.fspath(source)
         try:
-            with open(path, "rb") as stream:
-                data = stream.read(limit + 1)
+            with _open_regular_file(path) as stream:  # a buffer of the file's size, not of the limit
+                data = stream.read(min(os.fstat(stream.fileno()).st_size, limit) + 1)
         except FileNotFoundError:
             raise FredsetError("no such file", path) from None
-        except IsADirectoryError:
-            raise FredsetError("is a directory, not a fredset file", path) from None
         except OSError as error:
             raise FredsetError(f"cannot read file ({error.strerror or error})", path) from None
         except ValueError as error:  # a NUL byte or an unencodable character in the path
@@ -119,17 +112,45 @@ def _read_bytes(source: Source, limit: int) -> tuple[bytes, str]:
     return data, path
 
 
+def _open_regular_file(path: str | bytes) -> BinaryIO:
+    """``path`` opened for reading, after making sure it is a regular file.
+
+    A FIFO would block ``open`` (and ``read``) forever and a device could be endless, so anything but
+    a regular file is refused before it is opened; the check is repeated on the opened descriptor
+    (opened non-blocking, so even a FIFO swapped in meanwhile cannot block) against such a swap.
+    """
+    _refuse_non_regular(os.stat(path).st_mode, path)
+    nonblocking = getattr(os, "O_NONBLOCK", 0)
+    descriptor = os.open(path, os.O_RDONLY | nonblocking | getattr(os, "O_BINARY", 0))
+    try:
+        _refuse_non_regular(os.fstat(descriptor).st_mode, path)
+        if nonblocking:
+            os.set_blocking(descriptor, True)
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+def _refuse_non_regular(mode: int, path: str | bytes) -> None:
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _FILE_KINDS if test(mode)), "an unknown kind of file")
+        raise FredsetError(f"not a regular file ({kind})", path)
+
+
 def _read_container(handle: h5py.File, data: bytes, path: str, newer_minor: bool,
                     max_decoded_bytes: int) -> tuple[Artifact, dict[str, Any]]:
-    datasets = _checked_datasets(handle, path, newer_minor)
+    datasets = checked_datasets(handle, path, newer_minor)
     for name in ("metadata", "masks", "coefficients", "coefficient_offsets"):
         if name not in datasets:
             raise FredsetError(f"not a fredset file: dataset /{name} is missing", path)
 
-    if datasets["metadata"].size > MAX_METADATA_BYTES:
-        raise FredsetError(f"/metadata is {datasets['metadata'].size} bytes, more than the "
+    metadata_bytes = datasets["metadata"].get_storage_size()  # = its size: checked by structure.checked_datasets
+    if metadata_bytes > MAX_METADATA_BYTES:
+        raise FredsetError(f"/metadata is {metadata_bytes} bytes, more than the "
                            f"{MAX_METADATA_BYTES} allowed", path)
-    document = decode_metadata(bytes(_read(datasets["metadata"], data, path, (None,))), path, strict=not newer_minor)
+    raw = bytes(read_dataset(datasets["metadata"], "metadata", data, path, (None,)))
+    document = decode_metadata(raw, path, strict=not newer_minor)
     classes, k = document["dataset"]["classes"], document["k"]
     image = document["image"]
     channels, height, width = image["channels"], image["height"], image["width"]
@@ -140,15 +161,15 @@ def _read_container(handle: h5py.File, data: bytes, path: str, newer_minor: bool
         raise FredsetError(f"decoded images would need {decoded} bytes, more than the "
                            f"{max_decoded_bytes}-byte limit (max_decoded_bytes)", path)
 
-    masks = _read(datasets["masks"], data, path, (len(classes), k)).astype(np.int64)
+    masks = read_dataset(datasets["masks"], "masks", data, path, (len(classes), k)).astype(np.int64)
     try:  # checked now, before any frame is decompressed (the Artifact checks again)
         validate_masks(masks, height * width)
     except FredsetError as error:
         raise FredsetError(f"/masks: {error.problem}", path) from None
     masks = torch.from_numpy(masks)
 
-    offsets = _read(datasets["coefficient_offsets"], data, path, (len(classes) + 1,))
-    stream = _read(datasets["coefficients"], data, path, (None,))
+    offsets = read_dataset(datasets["coefficient_offsets"], "coefficient_offsets", data, path, (len(classes) + 1,))
+    stream = read_dataset(datasets["coefficients"], "coefficients", data, path, (None,))
     if offsets[0] != 0 or offsets[-1] != len(stream) or np.any(offsets[1:] < offsets[:-1]):
         raise FredsetError("/coefficient_offsets: offsets must rise from 0 to the length of /coefficients", path)
 
@@ -156,7 +177,7 @@ def _read_container(handle: h5py.File, data: bytes, path: str, newer_minor: bool
     if quantized != ("quantization" in datasets):
         raise FredsetError("/quantization must be present exactly when coefficients are int8", path)
     if quantized:
-        quantization = _read(datasets["quantization"], data, path, (len(classes), 2, channels, k))
+        quantization = read_dataset(datasets["quantization"], "quantization", data, path, (len(classes), 2, channels, k))
         if not np.isfinite(quantization).all() or (quantization[:, 0] < 0).any():
             raise FredsetError("/quantization: scales must be finite and >= 0, offsets finite", path)
 
@@ -181,88 +202,6 @@ def _read_container(handle: h5py.File, data: bytes, path: str, newer_minor: bool
     except FredsetError as error:
         raise FredsetError(error.problem, path) from None
     return artifact, document
-
-
-def _checked_datasets(handle: h5py.File, path: str, newer_minor: bool) -> dict[str, h5py.Dataset]:
-    """The known top-level datasets, after checking every link and object; reads no data.
-
-    Every object must be hard-linked and every dataset stored safely (numeric, inside the file,
-    not virtual), the unknown ones that a newer minor version may add included; the known ones
-    must also have their exact type and rank.
-    """
-    names: list[str] = []
-    problems: list[str] = []
-
-    def visit(name: str, link: Any) -> None:
-        if not isinstance(link, h5py.HardLink):
-            problems.append(f"/{name} is a {type(link).__name__}; only plain (hard-linked) datasets are allowed")
-        elif ("/" in name or name not in DATASETS) and not newer_minor:
-            problems.append(f"unexpected object /{name}")
-        else:
-            names.append(name)
-
-    if handle.attrs.keys() and not newer_minor:
-        raise FredsetError("unexpected attributes on the root group", path)
-    handle.visititems_links(visit)
-    if problems:
-        raise FredsetError(problems[0], path)
-    found = {}
-    for name in names:
-        item = handle[name]
-        if isinstance(item, h5py.Group) and name not in DATASETS:
-            continue  # a newer minor version's group: its members are visited and checked too
-        _check_storage(item, name, handle, path, newer_minor)
-        if name in DATASETS:
-            _check_expected(item, name, path)
-            found[name] = item
-    return found
-
-
-def _check_storage(item: Any, name: str, handle: h5py.File, path: str, newer_minor: bool) -> None:
-    if not isinstance(item, h5py.Dataset):
-        raise FredsetError(f"/{name} must be a dataset", path)
-    if item.dtype.kind not in "uif" or item.dtype.fields is not None or item.dtype.subdtype is not None:
-        raise FredsetError(f"/{name} has type {item.dtype}; only plain numeric datasets are allowed", path)
-    plist = item.id.get_create_plist()
-    if item.is_virtual or plist.get_external_count() or plist.get_layout() not in _ALLOWED_LAYOUTS:
-        raise FredsetError(f"/{name} must be stored contiguously inside the file "
-                           "(no chunked, external or virtual storage)", path)
-    if plist.get_nfilters():
-        raise FredsetError(f"/{name} must not use HDF5 filters", path)
-    if item.attrs.keys() and not newer_minor:
-        raise FredsetError(f"unexpected attributes on /{name}", path)
-    if item.nbytes != item.id.get_storage_size() or item.nbytes > handle.id.get_filesize():
-        raise FredsetError(f"/{name} declares {item.nbytes} bytes but stores {item.id.get_storage_size()}", path)
-
-
-def _check_expected(item: h5py.Dataset, name: str, path: str) -> None:
-    expected_dtype, ndim = DATASETS[name]
-    if item.dtype != expected_dtype:
-        raise FredsetError(f"/{name} has type {item.dtype}, expected {expected_dtype}", path)
-    if item.ndim != ndim:
-        raise FredsetError(f"/{name} has {item.ndim} dimensions, expected {ndim}", path)
-
-
-def _read(item: h5py.Dataset, data: bytes, path: str, shape: tuple[int | None, ...]) -> np.ndarray:
-    """A checked dataset's values; a contiguous one as a read-only view of the file's verified bytes.
-
-    The view saves a copy through libhdf5 (0.6 ms for 1 MB); it is exact because _check_storage
-    allowed only unfiltered contiguous or compact storage of the declared size.
-    """
-    if len(item.shape) != len(shape) or any(want is not None and got != want for got, want in zip(item.shape, shape)):
-        expected = "x".join("n" if s is None else str(s) for s in shape)
-        raise FredsetError(f"{item.name} has shape {item.shape}, expected {expected}", path)
-    start = item.id.get_offset()  # absolute byte offset of contiguous data; None when compact
-    if start is None:
-        return item[()]
-    if start + item.nbytes > len(data):
-        raise FredsetError(f"{item.name} lies outside the file", path)
-    return np.frombuffer(data, dtype=item.dtype, count=item.size, offset=start).reshape(item.shape)
-
-
-def _short(error: Exception) -> str:
-    text = " ".join(str(error).split())
-    return text[:160] + ("..." if len(text) > 160 else "")
 
 
 __all__ = ["FileInfo", "read_file", "load", "load_bytes", "HEADER_SIZE", "DEFAULT_MAX_FILE_BYTES",
