@@ -1,6 +1,6 @@
 """Fuzz report for the .fredset reader: what happens when damaged files reach libhdf5.
 
-    python bench/fuzz_report.py [--count 3000] [--seed 0] [--timeout 10] [--out bench/out/fuzz_report.json]
+    python bench/fuzz_report.py [--count 3000] [--per-class 8] [--seed 0] [--timeout 10] [--out bench/out/fuzz_report.json]
 
 A report, not a test. It builds a few valid files (fredset.Artifact + fredset.format.to_bytes) and
 crafts ``count`` damaged ones from them, deterministically from ``--seed``. Unlike tests/test_fuzz.py,
@@ -15,7 +15,17 @@ check and reaches libhdf5, zstd and the validation code:
 - bit flips inside the stored data of each dataset;
 - the semantic cases of tests/test_fuzz.py (wrong types, shapes, values, frames, links, storage
   kinds, versions) and random mutations of the metadata JSON, masks, offsets and quantization,
-  written with h5py as well-formed HDF5.
+  written with h5py as well-formed HDF5;
+- ``--per-class`` files of each hostile class of tests/test_hostile_*.py: deep and wide HDF5 trees
+  (nested groups; many links, groups or datasets), exotic datatypes (enum, odd precision/offset,
+  big-endian, committed), valid but expensive shapes (a k spread over the diagonal of a large image,
+  read and decoded), non-finite and huge JSON numbers, control characters and lone surrogates in
+  metadata strings, deeply nested provenance; and a few non-regular files read by path (a FIFO, a
+  directory, a link to the FIFO, /dev/zero).
+
+Besides the outcome counts it prints, per outcome, the max and median read time and peak-memory
+growth, and checks two targets with a PASS/FAIL line each: every refusal of a file under 16 MiB
+within 1 s and 256 MiB, and no crash, hang or other exception.
 
 Every file is read by ``fredset.read_file`` in a separate worker process (a pool of persistent
 workers, ``--workers`` of them, each reading one file at a time), so that a crash or hang in libhdf5
@@ -54,6 +64,8 @@ HEADER_SIZE = 512
 GOOD = ("ok", "FredsetError")
 OUTCOMES = ("ok", "FredsetError", "other exception", "crash", "hang")
 LARGE_GROWTH_KIB = 256 * 1024  # report files whose reading grew the peak resident size by more
+MODES = {"read": b"r", "decode": b"d", "path": b"p"}  # what a worker does with a case
+REFUSAL_SECONDS, REFUSAL_KIB, SMALL_FILE_BYTES = 1.0, 256 * 1024, 16 * 2**20  # the bound on every refusal
 VERSIONS = ("python", "platform", "fredset", "h5py", "hdf5", "numpy", "zstandard")  # the report's "versions"
 
 
@@ -94,12 +106,15 @@ def worker_main(memory_limit_mb: int) -> None:
         if len(prefix) < 8:
             return
         (size,) = struct.unpack("<Q", prefix)
+        mode = source.read(1)  # b"r": read the bytes; b"d": read and decode them; b"p": they are a path
         data = source.read(size)
         can_measure = _reset_peak()
         before = _proc_status("VmRSS")
         start = time.perf_counter()
         try:
-            fredset.read_file(data)
+            artifact, _ = fredset.read_file(os.fsdecode(data) if mode == b"p" else data)
+            if mode == b"d":
+                artifact.decode()
             answer: dict[str, Any] = {"outcome": "ok"}
         except fredset.FredsetError as error:
             answer = {"outcome": "FredsetError", "message": str(error)[:300]}
@@ -161,13 +176,13 @@ class Worker:
         line, self._buffer = self._buffer.split(b"\n", 1)
         return line
 
-    def read(self, data: bytes, timeout: float) -> dict[str, Any]:
+    def read(self, data: bytes, timeout: float, mode: str = "read") -> dict[str, Any]:
         if self.process is None:
             self.start()
         log_offset = self.log.tell()
         start = time.monotonic()
         try:
-            self.process.stdin.write(struct.pack("<Q", len(data)) + data)
+            self.process.stdin.write(struct.pack("<Q", len(data)) + MODES[mode] + data)
             self.process.stdin.flush()
             line = self._line(timeout)
         except (BrokenPipeError, OSError):
@@ -463,7 +478,8 @@ class Case:
     index: int
     base: str
     kind: str
-    data: bytes
+    data: bytes  # the file; for mode "path", the path of a non-regular file
+    mode: str = "read"
 
 
 BYTE_KINDS = {"bit flips": 16, "byte overwrites": 9, "truncation": 5, "extension": 2, "insert/delete": 4,
@@ -493,6 +509,108 @@ def generate(count: int, seed: int) -> list[Case]:
     return cases
 
 
+# hostile classes (tests/test_hostile_*.py): valid HDF5 and valid headers, content built to be slow,
+# large or ambiguous. ``--per-class`` files of each, random parameters from the seed.
+
+CONTROL_CHARACTERS = ["\x00", "\x07", "\x1b[2J", "\x7f", "\x85", "\x9b", "\n", "\r", "\ud800", "\udfff"]
+NON_FINITE = ["1e400", "-1e400", "1" + "0" * 400, "-" + "9" * 5000, "NaN", "Infinity", "-Infinity",
+              str(2**1024), "[1, {\"x\": 2.5e308}]", str(2**63), str(-2**63 - 1)]
+HOSTILE_KINDS = ("deep tree", "wide tree", "exotic datatype", "expensive shape", "non-finite JSON",
+                 "control characters", "deep provenance")
+
+
+def hostile_file(rng: random.Random, kind: str, parts: dict[str, dict[str, Any]]) -> tuple[bytes, str]:
+    """One file of a hostile class, and the worker mode it is read with."""
+    from fredset.format import to_bytes
+    from fredset.format._crafting import (EXOTIC_TYPES, build_file, diagonal_artifact, extra_objects,
+                                          json_with_field, nested_groups, nested_json, retyped,
+                                          with_committed_type)
+
+    gray = parts["gray-float32"]
+    version = rng.choice([(1, 0), (1, 1)])  # 1.1: a newer minor, where unknown objects are ignored
+    document = json.loads(bytes(gray["metadata"]))
+    if kind == "deep tree":
+        return build_file(gray, tweak=nested_groups(rng.choice([7, 8, 9, 50, 500, 2000])), version=version), "read"
+    if kind == "wide tree":
+        what = rng.choice(["link", "link", "group", "dataset"])
+        count = rng.choice([1000, 1025, 5000, 20000] if what == "link" else [1000, 1025, 3000])
+        return build_file(gray, tweak=extra_objects(count, what), version=version,
+                          libver=rng.choice([None, "latest"])), "read"
+    if kind == "exotic datatype":
+        names = sorted(EXOTIC_TYPES) + ["committed type on masks", "committed type on metadata"]
+        name = rng.choice(names)
+        if name.startswith("committed"):
+            return build_file(gray, tweak=with_committed_type(name.split()[-1]), version=version), "read"
+        base, dataset, make = EXOTIC_TYPES[name]
+        return build_file(parts["gray-int8" if base == "int8" else "gray-float32"], tweak=retyped(dataset, make),
+                          version=version), "read"
+    if kind == "expensive shape":
+        side = rng.choice([256, 512, 1024, 2048])
+        counts = [rng.randint(1, 2) for _ in range(rng.randint(1, 2))]
+        return to_bytes(diagonal_artifact(side, counts, seed=rng.randrange(1000)), level=1), "decode"
+    if kind == "non-finite JSON":
+        literal = rng.choice(NON_FINITE)
+        if rng.random() < 0.5:
+            field = rng.choice(["recommended_lr", "seed", "iterations", "extra"])
+            text = json_with_field(document, field, literal)
+        else:
+            text = json.dumps(document).replace('"mean": [0.5]', f'"mean": [{literal}]', 1)
+        return build_file(gray, metadata=text), "read"
+    if kind == "control characters":
+        char = rng.choice(CONTROL_CHARACTERS)
+        where = rng.choice(["name", "class", "license", "citation", "value", "key"])
+        if where == "name":
+            document["dataset"]["name"] += char
+        elif where == "class":
+            document["dataset"]["classes"][0] += char
+        elif where == "license":
+            document["license"] = f"CC0{char}"
+        elif where == "citation":
+            document["citation"] = f"@misc{{x{char}}}"
+        elif where == "value":
+            document["provenance"]["hyperparameters"] = {"note": [f"x{char}"]}
+        else:
+            document["provenance"]["source"] = {f"file{char}.bin": "0" * 64}
+        if rng.random() < 0.5:  # escaped (\u001b, \ud800) or raw (a raw lone surrogate is not UTF-8)
+            raw = json.dumps(document).encode()
+        else:
+            raw = json.dumps(document, ensure_ascii=False).encode("utf-8", "surrogatepass")
+        return build_file(gray, metadata=raw), "read"
+    if kind == "deep provenance":
+        levels = rng.choice([10, 30, 62, 63, 64, 65, 100, 900, 5000, 100_000])
+        text = json_with_field(document, "deep", nested_json(levels, rng.choice(["list", "object"])))
+        return build_file(gray, metadata=text), "read"
+    raise ValueError(f"unknown hostile kind {kind!r}")
+
+
+def hostile_cases(per_class: int, seed: int, start: int) -> list[Case]:
+    from fredset.format._crafting import datasets_of
+
+    parts = {name: datasets_of(data) for name, data in base_files().items()}
+    cases = []
+    for kind in HOSTILE_KINDS:
+        for number in range(per_class):
+            rng = random.Random(f"fredset-fuzz-hostile:{seed}:{kind}:{number}")
+            data, mode = hostile_file(rng, kind, parts)
+            cases.append(Case(start + len(cases), "gray-float32", kind, data, mode))
+    return cases
+
+
+def path_cases(folder: Path, start: int) -> list[Case]:
+    """Non-regular files, read by path: a FIFO nobody writes to, a directory, a link to the FIFO."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fifo, directory, link = folder / "fifo.fredset", folder / "directory.fredset", folder / "link-to-fifo.fredset"
+    for path in (fifo, link):
+        if path.is_symlink() or path.exists():
+            path.unlink()
+    os.mkfifo(fifo)
+    directory.mkdir(exist_ok=True)
+    link.symlink_to(fifo.name)
+    paths = {"FIFO": fifo, "directory": directory, "symlink to a FIFO": link, "/dev/zero": Path("/dev/zero")}
+    return [Case(start + n, "-", f"non-regular: {name}", os.fsencode(path), "path")
+            for n, (name, path) in enumerate(paths.items()) if name != "/dev/zero" or path.exists()]
+
+
 # -- running and reporting -----------------------------------------------------------------------
 
 def run_all(cases: list[Case], workers: int, timeout: float, log_folder: Path,
@@ -509,7 +627,7 @@ def run_all(cases: list[Case], workers: int, timeout: float, log_folder: Path,
                 index = next(queue, None)
             if index is None:
                 return
-            results[index] = worker.read(cases[index].data, timeout)
+            results[index] = worker.read(cases[index].data, timeout, cases[index].mode)
             with lock:
                 done[0] += 1
                 if done[0] % 500 == 0:
@@ -538,6 +656,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=3000, help="mutated files to read (default 3000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the mutations (default 0)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per file before it counts as a hang")
+    parser.add_argument("--per-class", type=int, default=8,
+                        help="files of each hostile class (deep/wide trees, datatypes, ...; default 8)")
     parser.add_argument("--workers", type=int, default=2, help="reader processes (default 2)")
     parser.add_argument("--memory-limit-mb", type=int, default=4096,
                         help="address-space limit of each worker (0: none; default 4096)")
@@ -550,6 +670,10 @@ def main(argv: list[str] | None = None) -> int:
     out_folder.mkdir(parents=True, exist_ok=True)
     print(f"generating {args.count} mutated files (seed {args.seed})...", file=sys.stderr, flush=True)
     cases = generate(args.count, args.seed)
+    print(f"generating {args.per_class} files of each of {len(HOSTILE_KINDS)} hostile classes...",
+          file=sys.stderr, flush=True)
+    cases += hostile_cases(args.per_class, args.seed, len(cases))
+    cases += path_cases(out_folder / "fuzz_paths", len(cases))
     generated = time.perf_counter()
     print(f"reading them with {args.workers} worker processes (timeout {args.timeout:g} s)...",
           file=sys.stderr, flush=True)
@@ -563,8 +687,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def example(case: Case, result: dict[str, Any]) -> dict[str, Any]:
         saved = failures / f"{case.index:05d}.fredset"
-        failures.mkdir(parents=True, exist_ok=True)
-        saved.write_bytes(case.data)
+        if case.mode == "path":
+            saved = Path(os.fsdecode(case.data))
+        else:
+            failures.mkdir(parents=True, exist_ok=True)
+            saved.write_bytes(case.data)
         return {"index": case.index, "base": case.base, "kind": case.kind, "file": str(saved), **result}
 
     others: dict[str, dict[str, Any]] = {}
@@ -599,7 +726,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows, ("outcome", "count", "percent")))
     print()
     kind_rows = [(kind, *(str(by_kind[kind][name]) for name in OUTCOMES)) for kind in
-                 ["semantic cases", *H5PY_KINDS, *BYTE_KINDS] if kind in by_kind]
+                 ["semantic cases", *H5PY_KINDS, *BYTE_KINDS, *HOSTILE_KINDS,
+                  *sorted(k for k in by_kind if k.startswith("non-regular: "))] if kind in by_kind]
     print(table(kind_rows, ("mutation", *OUTCOMES)))
     if others:
         print("\nother exceptions (reader bugs: only FredsetError may escape):")
@@ -625,17 +753,37 @@ def main(argv: list[str] | None = None) -> int:
     slowest = sorted(((r.get("seconds", 0), c.index, c.kind) for c, r in zip(cases, results)), reverse=True)[:5]
     print(f"\nworker restarts: {restarts}; largest peak-memory growth while reading: "
           f"{max(growth, default=0) / 1024:.1f} MiB; slowest read: {slowest[0][0] if slowest else 0:.3f} s")
+    stats = outcome_stats(results)
+    print("\ntime and peak-memory growth per outcome (max / median):")
+    print(table([(name, str(st["count"]), f"{st['seconds_max']:.3f}", f"{st['seconds_median']:.3f}",
+                  f"{st['rss_growth_mib_max']:.1f}", f"{st['rss_growth_mib_median']:.1f}")
+                 for name, st in stats.items()],
+                ("outcome", "count", "s max", "s median", "MiB max", "MiB median")))
+    bounds = check_bounds(cases, results, counts)
+    refusal = bounds["refusals_bounded"]
+    print(f"\n{'PASS' if refusal['pass'] else 'FAIL'}: every refusal of a file under {SMALL_FILE_BYTES >> 20} MiB "
+          f"took under {REFUSAL_SECONDS:g} s and {REFUSAL_KIB >> 10} MiB ({refusal['checked']} refusals checked, "
+          f"{len(refusal['violations'])} over)")
+    for entry in refusal["violations"][:10]:
+        print(f"  file {entry['index']} ({entry['kind']}): {entry['seconds']} s, {entry['rss_growth_kib']} KiB")
+    clean = bounds["no_bad_outcomes"]
+    print(f"{'PASS' if clean['pass'] else 'FAIL'}: {counts['crash']} crash, {counts['hang']} hang, "
+          f"{counts['other exception']} other exception")
     print(f"wall time {finished - started:.1f} s (generating {generated - started:.1f} s, "
           f"reading {finished - generated:.1f} s)")
 
     report = {
         "settings": {"count": args.count, "seed": args.seed, "timeout_s": args.timeout, "workers": args.workers,
                      "memory_limit_mb": args.memory_limit_mb, "kinds": {**BYTE_KINDS, **H5PY_KINDS},
-                     "semantic_cases": sum(c.kind.startswith("semantic: ") for c in cases)},
+                     "semantic_cases": sum(c.kind.startswith("semantic: ") for c in cases),
+                     "per_class": args.per_class, "path_cases": sum(c.mode == "path" for c in cases)},
         "versions": versions,
         "runtime_s": {"total": round(finished - started, 2), "generate": round(generated - started, 2),
                       "read": round(finished - generated, 2)},
         "counts": {name: counts[name] for name in OUTCOMES},
+        "outcome_stats": stats,
+        "bounds": bounds,
+        "hostile_kinds": list(HOSTILE_KINDS),
         "by_mutation": {kind: dict(counter) for kind, counter in by_kind.items()},
         "other_exceptions": others,
         "crashes": crashes,
@@ -650,6 +798,43 @@ def main(argv: list[str] | None = None) -> int:
     write_json(args.out, report)
     print(f"report written to {args.out}")
     return 0
+
+
+def outcome_stats(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per outcome: count, and max / median of the read time and of the peak-memory growth."""
+    import statistics
+
+    stats = {}
+    for name in OUTCOMES:
+        chosen = [r for r in results if r["outcome"] == name]
+        seconds = [r.get("seconds", 0.0) for r in chosen]
+        growth = [r["rss_growth_kib"] / 1024 for r in chosen if r.get("rss_growth_kib") is not None]
+        stats[name] = {"count": len(chosen),
+                       "seconds_max": max(seconds, default=0.0),
+                       "seconds_median": statistics.median(seconds) if seconds else 0.0,
+                       "rss_growth_mib_max": round(max(growth, default=0.0), 2),
+                       "rss_growth_mib_median": round(statistics.median(growth), 2) if growth else 0.0}
+    return stats
+
+
+def check_bounds(cases: list[Case], results: list[dict[str, Any]], counts: Counter) -> dict[str, Any]:
+    """The targets: every refusal (FredsetError) of a file under 16 MiB within 1 s and 256 MiB of peak
+    growth (a refusal that could not be measured counts as over); no crash, hang or other exception."""
+    violations, checked = [], 0
+    for case, result in zip(cases, results):
+        if result["outcome"] != "FredsetError" or (case.mode != "path" and len(case.data) >= SMALL_FILE_BYTES):
+            continue
+        checked += 1
+        growth = result.get("rss_growth_kib")
+        if result.get("seconds", 0.0) >= REFUSAL_SECONDS or growth is None or growth >= REFUSAL_KIB:
+            violations.append({"index": case.index, "kind": case.kind, "bytes": len(case.data),
+                               "seconds": result.get("seconds"), "rss_growth_kib": growth})
+    bad = counts["crash"] + counts["hang"] + counts["other exception"]
+    return {"refusals_bounded": {"pass": not violations, "checked": checked, "seconds": REFUSAL_SECONDS,
+                                 "rss_growth_kib": REFUSAL_KIB, "file_bytes_below": SMALL_FILE_BYTES,
+                                 "violations": violations},
+            "no_bad_outcomes": {"pass": bad == 0, "crash": counts["crash"], "hang": counts["hang"],
+                                "other exception": counts["other exception"]}}
 
 
 def _message_examples(cases: list[Case], results: list[dict[str, Any]], per_kind: int = 3) -> dict[str, list[str]]:

@@ -303,7 +303,29 @@ TOP_LEVEL = {"format", "dataset", "image", "normalization", "transform", "k", "i
              "coefficients", "provenance", "license", "citation"}
 CLOSED = {"dataset": {"name", "classes", "license"}, "image": {"channels", "height", "width"},
           "normalization": {"mean", "std"}, "coefficients": {"dtype", "byte_order", "shuffle", "compression"}}
-CREATED = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$")
+CREATED = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")  # used with fullmatch
+MAX_NESTING = 64  # FORMAT.md section 3: levels of arrays and objects, the top-level object is level 1
+MAX_MAGNITUDE = 1.7976931348623157e308  # the largest finite binary64 number
+FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")  # C0 but TAB LF CR, DEL, C1
+ONE_LINE = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def check_everywhere(doc: Any) -> None:
+    """FORMAT.md section 3's rules for the whole document: nesting depth and forbidden characters
+    (numbers are checked while parsing). Iterative, so a deep document cannot exhaust the stack."""
+    pending = [(doc, 1)]
+    while pending:
+        value, level = pending.pop()
+        if isinstance(value, (dict, list)):
+            if level > MAX_NESTING:
+                raise ValueError(f"invalid metadata: nested deeper than {MAX_NESTING} levels")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                if isinstance(key, str) and FORBIDDEN.search(key):
+                    raise ValueError("invalid metadata: a key holds a forbidden character")
+                pending.append((item, level + 1))
+        elif isinstance(value, str) and FORBIDDEN.search(value):
+            raise ValueError("invalid metadata: a string holds a forbidden character")
 
 
 def parse_metadata(raw: bytes, strict: bool) -> dict[str, Any]:
@@ -315,10 +337,23 @@ def parse_metadata(raw: bytes, strict: bool) -> dict[str, Any]:
     def refuse_constant(name: str) -> None:
         raise ValueError(f"{name} is not allowed in metadata JSON")
 
+    def finite_float(literal: str) -> float:
+        value = float(literal)
+        if not math.isfinite(value):
+            raise ValueError(f"number {literal[:24]} is not a finite binary64 value")
+        return value
+
+    def finite_int(literal: str) -> int:
+        if len(literal.lstrip("-")) > 309 or abs(int(literal)) > MAX_MAGNITUDE:  # length first: int() is slow
+            raise ValueError(f"integer {literal[:24]} is not a finite binary64 value")
+        return int(literal)
+
     try:
-        doc = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicates, parse_constant=refuse_constant)
+        doc = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicates, parse_constant=refuse_constant,
+                         parse_float=finite_float, parse_int=finite_int)
     except (UnicodeDecodeError, ValueError, RecursionError) as error:
         raise ValueError(f"metadata is not valid UTF-8 JSON ({error})") from None
+    check_everywhere(doc)
 
     def need(condition: bool, what: str) -> None:
         if not condition:
@@ -346,10 +381,12 @@ def parse_metadata(raw: bytes, strict: bool) -> dict[str, Any]:
     need(doc["transform"] == "dct-ii-orthonormal", "transform must be 'dct-ii-orthonormal'")
 
     dataset, image, norm, coef = doc["dataset"], doc["image"], doc["normalization"], doc["coefficients"]
-    need(isinstance(dataset.get("name"), str) and 1 <= len(dataset["name"]) <= 256, "dataset.name")
+    need(isinstance(dataset.get("name"), str) and 1 <= len(dataset["name"]) <= 256
+         and not ONE_LINE.search(dataset["name"]), "dataset.name")
     classes = dataset.get("classes")
     need(isinstance(classes, list) and 1 <= len(classes) <= 100000
-         and all(text(c, 256, nullable=False) for c in classes) and len(set(classes)) == len(classes),
+         and all(text(c, 256, nullable=False) and not ONE_LINE.search(c) for c in classes)
+         and len(set(classes)) == len(classes),
          "dataset.classes must be 1..100000 unique strings")
     need(text(dataset.get("license"), 4096), "dataset.license")
     need(integer(image.get("channels"), 1, 64), "image.channels must be an integer in 1..64")
@@ -377,7 +414,11 @@ def parse_metadata(raw: bytes, strict: bool) -> dict[str, Any]:
     library = provenance.get("library")
     need(isinstance(library, dict) and isinstance(library.get("name"), str)
          and isinstance(library.get("version"), str), "provenance.library needs name and version")
-    need(isinstance(provenance.get("created"), str) and CREATED.match(provenance["created"]) is not None,
+    need(not any(ONE_LINE.search(value) for value in (library["name"], library["version"],
+                                                      *(provenance.get(key) for key in ("objective",
+                                                                                        "parameterization")))
+                 if isinstance(value, str)), "names in provenance are one line of text")
+    need(isinstance(provenance.get("created"), str) and CREATED.fullmatch(provenance["created"]) is not None,
          "provenance.created must be YYYY-MM-DDTHH:MM:SSZ")
     optional = {"objective": str, "parameterization": str, "budget": dict, "hyperparameters": dict,
                 "recommended_lr": (int, float), "source": dict, "evaluation": (dict, list)}

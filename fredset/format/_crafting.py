@@ -276,3 +276,71 @@ def with_committed_type(name: str, type_name: str = "shared_type") -> Tweak:
         del handle[name]
         handle.create_dataset(name, data=data, dtype=handle[type_name])
     return tweak
+
+
+# -- hostile variants shared by bench/fuzz_report.py and tests/test_reference_agreement.py ------------
+
+def enum_type(original: h5py.h5t.TypeID) -> h5py.h5t.TypeID:
+    """An enum over ``original``'s (integer) type, one member: same size, other class."""
+    enum = h5py.h5t.enum_create(original.copy())
+    enum.enum_insert(b"zero", 0)
+    return enum
+
+
+def changed_type(change: Callable[[Any], Any]) -> Callable[[h5py.h5t.TypeID], h5py.h5t.TypeID]:
+    """A ``retyped`` factory: a copy of the original type with ``change(copy)`` applied."""
+    def make(original: h5py.h5t.TypeID) -> h5py.h5t.TypeID:
+        new = original.copy()
+        change(new)
+        return new
+    return make
+
+
+def precision_type(bits: int, offset: int) -> Callable[[h5py.h5t.TypeID], h5py.h5t.TypeID]:
+    """A ``retyped`` factory: the original type with ``bits`` of precision at bit ``offset``."""
+    return changed_type(lambda new: (new.set_precision(bits), new.set_offset(offset)))
+
+
+# name -> (base encoding "float32" or "int8", dataset, retyped factory); every one is refused by
+# both readers (FORMAT.md section 2 allows only the exact little-endian types)
+EXOTIC_TYPES: dict[str, tuple[str, str, Callable[[h5py.h5t.TypeID], h5py.h5t.TypeID]]] = {
+    "masks enum": ("float32", "masks", enum_type),
+    "masks 16 bits at offset 8": ("float32", "masks", precision_type(16, 8)),
+    "masks big-endian": ("float32", "masks", changed_type(lambda t: t.set_order(h5py.h5t.ORDER_BE))),
+    "masks signed": ("float32", "masks", changed_type(lambda t: t.set_sign(h5py.h5t.SGN_2))),
+    "metadata 7 bits": ("float32", "metadata", precision_type(7, 0)),
+    "metadata enum": ("float32", "metadata", enum_type),
+    "coefficients 7 bits at offset 1": ("float32", "coefficients", precision_type(7, 1)),
+    "offsets 56 bits at offset 8": ("float32", "coefficient_offsets", precision_type(56, 8)),
+    "offsets big-endian": ("float32", "coefficient_offsets",
+                           changed_type(lambda t: t.set_order(h5py.h5t.ORDER_BE))),
+    "quantization big-endian": ("int8", "quantization", changed_type(lambda t: t.set_order(h5py.h5t.ORDER_BE))),
+    "quantization exponent bias 126": ("int8", "quantization", changed_type(lambda t: t.set_ebias(126))),
+}
+
+
+def diagonal_artifact(side: int, counts: Sequence[int] = (1,), channels: int = 1, seed: int = 0) -> Artifact:
+    """Valid but expensive: k = ``side`` coefficients on the diagonal of a side x side plane, so every
+    row and column of the inverse DCT is used."""
+    generator = torch.Generator().manual_seed(seed)
+    mask = torch.arange(side) * side + torch.arange(side)
+    return Artifact(coefficients=[torch.randn(n, channels, side, generator=generator) for n in counts],
+                    masks=torch.stack([mask] * len(counts)), classes=[f"c{i}" for i in range(len(counts))],
+                    image_size=(side, side), mean=(0.5,) * channels, std=(0.25,) * channels, dataset="hostile")
+
+
+def json_with_field(document: dict[str, Any], field: str, literal: str, where: str = "provenance") -> str:
+    """``document`` as JSON text with the object ``where`` (a top-level key) gaining ``field: literal``,
+    ``literal`` being any text (not necessarily JSON: 1e400, NaN, a 5000-digit integer...)."""
+    text = json.dumps(document)
+    marker = f'"{where}": {{'
+    if marker not in text:
+        raise ValueError(f"json_with_field: no object {where!r} in the document")
+    return text.replace(marker, f'{marker}"{field}": {literal}, ', 1)
+
+
+def nested_json(levels: int, kind: str = "list") -> str:
+    """JSON text nested ``levels`` deep: [[[...]]] or {"a": {"a": ...}}."""
+    if kind == "list":
+        return "[" * levels + "]" * levels
+    return '{"a": ' * (levels - 1) + "{}" + "}" * (levels - 1)
