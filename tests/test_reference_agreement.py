@@ -8,6 +8,7 @@ never another exception)."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import random
 import sys
 import tempfile
@@ -159,3 +160,27 @@ def test_fredset_and_the_reference_decoder_agree(tmp_path, data):
     path.write_bytes(data)
     problem = _disagreement(_fredset(path), _reference(path))
     assert problem is None, problem
+
+
+def test_inspect_prints_one_line_or_a_report_for_every_file_of_the_corpus(tmp_path):
+    """Over the whole corpus: exit 0 with strict JSON, or exit 2 with exactly one line on stderr; never a
+    traceback (click's runner keeps stderr apart from stdout)."""
+    from click.testing import CliRunner
+
+    from fredset_cli.main import cli
+
+    def strict(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    runner = CliRunner()
+    cases = CORPUS + _metadata_cases()
+    for index, (name, data) in enumerate(cases):
+        path = tmp_path / f"case{index}.fredset"
+        path.write_bytes(data)
+        result = runner.invoke(cli, ["inspect", str(path), "--json"])
+        assert result.exception is None or isinstance(result.exception, SystemExit), (name, result.exception)
+        if result.exit_code == 0:
+            json.loads(result.stdout, parse_constant=strict)
+        else:
+            assert result.exit_code == 2 and result.stdout == "", name
+            assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), (name, result.stderr)
