@@ -99,6 +99,7 @@ def worker_main(memory_limit_mb: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     import fredset
 
+    reference = _load_reference()
     source = sys.stdin.buffer
     channel.write(b'{"ready": true}\n')
     while True:
@@ -111,6 +112,7 @@ def worker_main(memory_limit_mb: int) -> None:
         can_measure = _reset_peak()
         before = _proc_status("VmRSS")
         start = time.perf_counter()
+        artifact: Any = False
         try:
             artifact, _ = fredset.read_file(os.fsdecode(data) if mode == b"p" else data)
             if mode == b"d":
@@ -124,7 +126,61 @@ def worker_main(memory_limit_mb: int) -> None:
                       "traceback": "".join(traceback.format_exception(error)[-4:])[-1500:]}
         answer["seconds"] = round(time.perf_counter() - start, 4)
         answer["rss_growth_kib"] = _proc_status("VmHWM") - before if can_measure and before >= 0 else None
+        if answer["outcome"] in GOOD:  # timed above: the reference reads afterwards
+            answer["reference"] = _reference_verdict(reference, data, mode, artifact)
         channel.write(json.dumps(answer).encode() + b"\n")
+
+
+def _load_reference() -> Any:
+    """spec/reference_decoder.py, the independent reader (numpy, h5py and zstandard only)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "spec" / "reference_decoder.py"
+    spec = importlib.util.spec_from_file_location("reference_decoder", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _reference_verdict(reference: Any, data: bytes, mode: bytes, artifact: Any) -> str:
+    """'agree' when the reference decoder refuses what fredset refused (``artifact`` False), or reads the same
+    masks and coefficients (and, for cases that decode, the same images to float32 rounding); else what differs."""
+    import tempfile
+
+    import numpy as np
+
+    if mode == b"p":
+        path, temporary = os.fsdecode(data), None
+    else:
+        descriptor, temporary = tempfile.mkstemp(suffix=".fredset")
+        with os.fdopen(descriptor, "wb") as stream:
+            stream.write(data)
+        path = temporary
+    try:
+        try:
+            contents = reference.read(path)
+        except ValueError as error:
+            return "agree" if artifact is False else f"only the reference refuses: {str(error)[:120]}"
+        except Exception as error:  # noqa: BLE001 - a reference bug is a disagreement too
+            return f"reference raised {type(error).__name__}: {str(error)[:120]}"
+        if artifact is False:
+            return "only fredset refuses"
+        same = np.array_equal(artifact.masks.numpy(), contents.masks) and len(contents.coefficients) == len(
+            artifact.coefficients) and all(ours.numpy().tobytes() == theirs.astype("<f4").tobytes()
+                                           for ours, theirs in zip(artifact.coefficients, contents.coefficients))
+        if not same:
+            return "masks or coefficients differ"
+        if mode == b"d" and artifact.decoded_bytes <= 2**26:  # the reference decodes densely, in float64
+            images = reference.inverse_transform(contents)[0]
+            ours = artifact.decode().numpy()
+            scale = max(1.0, float(np.abs(images).max(initial=0.0)))
+            if ours.shape != images.shape or float(np.abs(ours - images).max(initial=0.0)) > 1e-5 * scale:
+                return "decoded images differ"
+        return "agree"
+    finally:
+        if temporary is not None:
+            os.unlink(temporary)
 
 
 class Worker:
@@ -766,6 +822,13 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(refusal['violations'])} over)")
     for entry in refusal["violations"][:10]:
         print(f"  file {entry['index']} ({entry['kind']}): {entry['seconds']} s, {entry['rss_growth_kib']} KiB")
+    disagreements = [{"index": case.index, "kind": case.kind, "reference": result["reference"]}
+                     for case, result in zip(cases, results) if result.get("reference", "agree") != "agree"]
+    compared = sum("reference" in result for result in results)
+    print(f"{'PASS' if not disagreements else 'FAIL'}: fredset and spec/reference_decoder.py agree on "
+          f"{compared - len(disagreements)} of {compared} files ({len(disagreements)} disagreements)")
+    for entry in disagreements[:10]:
+        print(f"  file {entry['index']} ({entry['kind']}): {entry['reference']}")
     clean = bounds["no_bad_outcomes"]
     print(f"{'PASS' if clean['pass'] else 'FAIL'}: {counts['crash']} crash, {counts['hang']} hang, "
           f"{counts['other exception']} other exception")
@@ -794,6 +857,8 @@ def main(argv: list[str] | None = None) -> int:
         "max_rss_growth_kib": max(growth, default=None),
         "slowest": [{"seconds": s, "index": i, "kind": k} for s, i, k in slowest],
         "fredset_error_examples": _message_examples(cases, results),
+        "reference_compared": compared,
+        "reference_disagreements": disagreements,
     }
     write_json(args.out, report)
     print(f"report written to {args.out}")
