@@ -11,7 +11,17 @@ import torch
 
 from .artifact import Artifact, to_pixel_space
 from .dct import DEFAULT_MAX_WORKING_BYTES, decode_classes
+from .errors import FredsetError
 from .files import write_atomically
+
+MAX_PICTURE_BYTES = 256 * 2**20  # a larger PNG is of no use to look at; refusing it bounds inspect's memory
+
+
+def _check_picture(height: int, width: int, channels: int, what: str) -> None:
+    """FredsetError before allocating a picture (and the float32 images behind it) over MAX_PICTURE_BYTES."""
+    if height * width * channels * 4 > MAX_PICTURE_BYTES:
+        raise FredsetError(f"the {what} picture would be {width}x{height} pixels, more than the "
+                           f"{MAX_PICTURE_BYTES >> 20} MiB allowed; use a smaller --scale (or --per-class)")
 
 
 def class_grid(artifact: Artifact, *, per_class: int = 10, scale: int = 1, gap: int = 1,
@@ -25,10 +35,11 @@ def class_grid(artifact: Artifact, *, per_class: int = 10, scale: int = 1, gap: 
     columns = max(1, min(per_class, max(artifact.counts)))
     # Only the pictures shown are decoded (the first ``columns`` instances of each class, the shown
     # channels), with the decode's working memory bounded as in Artifact.decode.
+    cell_h, cell_w = height * scale + gap, width * scale + gap
+    _check_picture(artifact.num_classes * cell_h + gap, columns * cell_w + gap, shown, "image grid")
     blocks = [block[:columns, :shown].to(torch.float32) for block in artifact.coefficients]
     images = to_pixel_space(decode_classes(blocks, artifact.masks, height, width, max_working_bytes=max_working_bytes),
                             artifact.mean[:shown], artifact.std[:shown], inplace=True)
-    cell_h, cell_w = height * scale + gap, width * scale + gap
     canvas = np.zeros((artifact.num_classes * cell_h + gap, columns * cell_w + gap, shown), np.uint8)
     canvas[:] = 64  # dark grey background marks missing cells and gaps
     start = 0
@@ -49,6 +60,7 @@ def mask_grid(artifact: Artifact, *, scale: int = 4, gap: int = 2, columns: int 
     columns = max(1, min(columns, artifact.num_classes))
     rows = -(-artifact.num_classes // columns)
     cell_h, cell_w = height * scale + gap, width * scale + gap
+    _check_picture(rows * cell_h + gap, columns * cell_w + gap, 1, "mask")
     canvas = np.full((rows * cell_h + gap, columns * cell_w + gap, 1), 128, np.uint8)
     for label, mask in enumerate(artifact.masks.cpu().numpy()):
         plane = np.zeros(height * width, np.uint8)

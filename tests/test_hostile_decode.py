@@ -15,11 +15,13 @@ import numpy as np
 import pytest
 import scipy.fft
 import torch
+from click.testing import CliRunner
 
 import fredset.dct as dct
 from fredset import Artifact, FredDataset, FredsetError, load, save
 from fredset.files import STALE_TEMPORARY_SECONDS, remove_stale_temporaries, write_atomically
-from fredset.pictures import class_grid
+from fredset.pictures import MAX_PICTURE_BYTES, class_grid, mask_grid
+from fredset_cli.main import cli
 
 from conftest import make_artifact
 
@@ -346,3 +348,17 @@ def test_a_killed_save_leaves_the_old_file_and_a_temporary_the_next_save_removes
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.fredset"]
     assert mode_of(path) == 0o644
     assert torch.equal(load(path).coefficients[0], artifact.coefficients[0])
+
+
+def test_pictures_too_large_to_look_at_are_refused_before_allocating(tmp_path):
+    artifact = make_artifact(counts=(2,) * 20, size=(1024, 1024), k=1, low_frequency=True)
+    with pytest.raises(FredsetError, match="mask picture would be .* more than the 256 MiB allowed"):
+        mask_grid(artifact, scale=4)  # 2 rows x 10 columns of 4096x4096 cells: 1.3 GB
+    with pytest.raises(FredsetError, match="image grid picture would be"):
+        class_grid(artifact, per_class=2, scale=4)
+    assert mask_grid(artifact, scale=1).nbytes <= MAX_PICTURE_BYTES
+    path = tmp_path / "wide.fredset"
+    save(artifact, path)
+    result = CliRunner().invoke(cli, ["inspect", str(path), "--masks", str(tmp_path / "m.png")])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "--scale" in result.stderr
+    assert not (tmp_path / "m.png").exists()
