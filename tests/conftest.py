@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -31,3 +35,13 @@ def make_artifact(counts=(3, 3), channels: int = 1, size=(8, 8), k: int = 6, see
 @pytest.fixture
 def artifact() -> Artifact:
     return make_artifact(counts=(4, 2, 3), channels=3, size=(8, 10), k=7)
+
+
+def load_module(name: str, path: Path):
+    """A module from a file outside the package (spec/reference_decoder.py, bench scripts), registered in
+    sys.modules under ``name`` (dataclasses look their module up there)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -32,7 +32,7 @@ import fredset
 from fredset import FredDataset, FredsetError
 from fredset.format import to_bytes
 from fredset.format import reader, structure
-from fredset.format._crafting import (build_file, committed_datatype, compact, datasets_of, extra_objects,
+from fredset.format._crafting import (build_file, changed_type, committed_datatype, compact, datasets_of, extra_objects,
                                         hard_link_named, nested_groups, random_artifact, retyped,
                                         with_committed_type)
 
@@ -280,14 +280,6 @@ def test_a_regular_file_still_loads(tmp_path):
 
 # -- 3. datatypes: exact, and the same answer as the reference decoder ----------------------------
 
-def _copy(change: Callable[[Any], None]) -> Callable[[h5py.h5t.TypeID], h5py.h5t.TypeID]:
-    def make(original: h5py.h5t.TypeID) -> h5py.h5t.TypeID:
-        new = original.copy()
-        change(new)
-        return new
-    return make
-
-
 def _enum(original: h5py.h5t.TypeID) -> h5py.h5t.TypeID:
     enum = h5py.h5t.enum_create(original.copy())
     enum.enum_insert(b"zero", 0)
@@ -300,7 +292,7 @@ def _precision(bits: int, offset: int, pad: tuple[int, int] | None = None):
         new.set_offset(offset)
         if pad is not None:
             new.set_pad(*pad)
-    return _copy(change)
+    return changed_type(change)
 
 
 def _fixed(type_id: h5py.h5t.TypeID) -> Callable[[h5py.h5t.TypeID], h5py.h5t.TypeID]:
@@ -310,7 +302,7 @@ def _fixed(type_id: h5py.h5t.TypeID) -> Callable[[h5py.h5t.TypeID], h5py.h5t.Typ
 def _float_fields(*fields: int):
     def change(new: Any) -> None:
         new.set_fields(*fields)
-    return _copy(change)
+    return changed_type(change)
 
 
 PAD_ONE, PAD_ZERO = h5py.h5t.PAD_ONE, h5py.h5t.PAD_ZERO
@@ -320,39 +312,39 @@ TYPE_VARIANTS: dict[str, tuple[str, str, Callable[[h5py.h5t.TypeID], h5py.h5t.Ty
     "masks 16 bits at offset 8": ("float32", "masks", _precision(16, 8)),
     "masks 31 bits at offset 1, low pad one": ("float32", "masks", _precision(31, 1, (PAD_ONE, PAD_ZERO))),
     "masks 24 bits, high pad one": ("float32", "masks", _precision(24, 0, (PAD_ZERO, PAD_ONE))),
-    "masks full precision, pad one": ("float32", "masks", _copy(lambda t: t.set_pad(PAD_ONE, PAD_ONE))),
-    "masks signed": ("float32", "masks", _copy(lambda t: t.set_sign(h5py.h5t.SGN_2))),
-    "masks big-endian": ("float32", "masks", _copy(lambda t: t.set_order(h5py.h5t.ORDER_BE))),
+    "masks full precision, pad one": ("float32", "masks", changed_type(lambda t: t.set_pad(PAD_ONE, PAD_ONE))),
+    "masks signed": ("float32", "masks", changed_type(lambda t: t.set_sign(h5py.h5t.SGN_2))),
+    "masks big-endian": ("float32", "masks", changed_type(lambda t: t.set_order(h5py.h5t.ORDER_BE))),
     "masks bitfield": ("float32", "masks", _fixed(h5py.h5t.STD_B32LE)),
     "masks opaque": ("float32", "masks", _fixed(h5py.h5t.create(h5py.h5t.OPAQUE, 4))),
     "masks float32": ("float32", "masks", _fixed(h5py.h5t.IEEE_F32LE)),
     "metadata enum": ("float32", "metadata", _enum),
     "metadata 7 bits": ("float32", "metadata", _precision(7, 0)),
     "metadata 4 bits at offset 4": ("float32", "metadata", _precision(4, 4)),
-    "metadata signed": ("float32", "metadata", _copy(lambda t: t.set_sign(h5py.h5t.SGN_2))),
+    "metadata signed": ("float32", "metadata", changed_type(lambda t: t.set_sign(h5py.h5t.SGN_2))),
     "metadata bitfield": ("float32", "metadata", _fixed(h5py.h5t.STD_B8LE)),
     "metadata opaque": ("float32", "metadata", _fixed(h5py.h5t.create(h5py.h5t.OPAQUE, 1))),
     "coefficients enum": ("float32", "coefficients", _enum),
     "coefficients 7 bits at offset 1": ("float32", "coefficients", _precision(7, 1)),
-    "coefficients signed": ("int8", "coefficients", _copy(lambda t: t.set_sign(h5py.h5t.SGN_2))),
+    "coefficients signed": ("int8", "coefficients", changed_type(lambda t: t.set_sign(h5py.h5t.SGN_2))),
     "offsets enum": ("float32", "coefficient_offsets", _enum),
     "offsets 32 bits": ("float32", "coefficient_offsets", _precision(32, 0)),
     "offsets 56 bits at offset 8": ("float32", "coefficient_offsets", _precision(56, 8)),
-    "offsets signed": ("float32", "coefficient_offsets", _copy(lambda t: t.set_sign(h5py.h5t.SGN_2))),
-    "quantization exponent bias 126": ("int8", "quantization", _copy(lambda t: t.set_ebias(126))),
-    "quantization no implied bit": ("int8", "quantization", _copy(lambda t: t.set_norm(h5py.h5t.NORM_NONE))),
+    "offsets signed": ("float32", "coefficient_offsets", changed_type(lambda t: t.set_sign(h5py.h5t.SGN_2))),
+    "quantization exponent bias 126": ("int8", "quantization", changed_type(lambda t: t.set_ebias(126))),
+    "quantization no implied bit": ("int8", "quantization", changed_type(lambda t: t.set_norm(h5py.h5t.NORM_NONE))),
     "quantization short mantissa": ("int8", "quantization", _float_fields(31, 23, 8, 1, 22)),
     "quantization moved sign": ("int8", "quantization", _float_fields(0, 24, 7, 1, 23)),
-    "quantization 31 bits at offset 1": ("int8", "quantization", _copy(
+    "quantization 31 bits at offset 1": ("int8", "quantization", changed_type(
         lambda t: (t.set_fields(30, 22, 8, 0, 22), t.set_precision(31), t.set_offset(1)))),
-    "quantization internal pad one": ("int8", "quantization", _copy(lambda t: t.set_inpad(PAD_ONE))),
-    "quantization big-endian": ("int8", "quantization", _copy(lambda t: t.set_order(h5py.h5t.ORDER_BE))),
+    "quantization internal pad one": ("int8", "quantization", changed_type(lambda t: t.set_inpad(PAD_ONE))),
+    "quantization big-endian": ("int8", "quantization", changed_type(lambda t: t.set_order(h5py.h5t.ORDER_BE))),
     "quantization uint32": ("int8", "quantization", _fixed(h5py.h5t.STD_U32LE)),
     "quantization enum": ("int8", "quantization", lambda original: _enum(h5py.h5t.STD_U32LE)),
 }
 # variants both readers must accept, with the valid file's values
 ACCEPTED_VARIANTS: dict[str, tuple[str, str, Callable[[h5py.h5t.TypeID], h5py.h5t.TypeID]]] = {
-    "masks rewritten with its own type": ("float32", "masks", _copy(lambda t: None)),
+    "masks rewritten with its own type": ("float32", "masks", changed_type(lambda t: None)),
     "metadata big-endian (1 byte: no change)": ("float32", "metadata", _fixed(h5py.h5t.STD_U8BE)),
     "coefficients big-endian (1 byte: no change)": ("int8", "coefficients", _fixed(h5py.h5t.STD_U8BE)),
     "quantization rewritten as IEEE_F32LE": ("int8", "quantization", _fixed(h5py.h5t.IEEE_F32LE)),

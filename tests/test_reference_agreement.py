@@ -7,7 +7,6 @@ never another exception)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 import sys
@@ -21,24 +20,18 @@ import pytest
 import fredset
 from fredset import FredDataset, FredsetError
 
+from conftest import load_module
+
 ROOT = Path(__file__).resolve().parents[1]
 VECTORS = ROOT / "spec" / "vectors"
 SEED, MUTATIONS, PER_CLASS = 0, 400, 3
 # hostile classes that stay cheap to build and to decode in float64 (the report runs the big ones);
-# the metadata classes are enumerated below instead, each case with its expected (dis)agreement
+# the metadata classes are enumerated below instead, at and beyond each limit
 HOSTILE = ("deep tree", "exotic datatype")
 
-def _module(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-reference = _module("fredset_agreement_reference_decoder", ROOT / "spec" / "reference_decoder.py")
+reference = load_module("fredset_agreement_reference_decoder", ROOT / "spec" / "reference_decoder.py")
 sys.path.insert(0, str(ROOT / "bench"))  # fuzz_report imports its neighbour common.py
-fuzz_report = _module("fredset_agreement_fuzz_report", ROOT / "bench" / "fuzz_report.py")
+fuzz_report = load_module("fredset_agreement_fuzz_report", ROOT / "bench" / "fuzz_report.py")
 
 
 def _corpus() -> list[tuple[str, bytes]]:

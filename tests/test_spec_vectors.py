@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,21 +13,15 @@ import torch
 
 import fredset
 
+from conftest import load_module
+
 SPEC = Path(__file__).resolve().parents[1] / "spec"
 VECTORS = SPEC / "vectors"
 BAD = ["bad-checksum"]
 NAMES = sorted(p.name.removesuffix(".fredset") for p in VECTORS.glob("*.fredset") if p.stem not in BAD)
 
 
-def _module(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-reference = _module("fredset_spec_reference_decoder", SPEC / "reference_decoder.py")
+reference = load_module("fredset_spec_reference_decoder", SPEC / "reference_decoder.py")
 
 
 def _expected(name: str) -> dict[str, np.ndarray]:
@@ -147,7 +139,7 @@ def test_decode_is_scipy_inverse_dct():
 
 
 def test_vectors_are_reproducible(tmp_path):
-    make_vectors = _module("fredset_spec_make_vectors", SPEC / "make_vectors.py")
+    make_vectors = load_module("fredset_spec_make_vectors", SPEC / "make_vectors.py")
     written = make_vectors.generate(tmp_path / "a")
     names = sorted(p.name for p in written)
     assert names == sorted(p.name for p in VECTORS.iterdir() if p.suffix in (".fredset", ".npz"))

@@ -21,7 +21,7 @@ from fredset.distill.loop import DistillConfig, distill
 from fredset.distill.objectives import TMOptions, TrajectoryMatching
 from fredset.distill.objectives.tm import SYN_LR_MIN, tm_defaults
 from fredset.distill.synset import init_frequency_synset
-from fredset.models import build_model, init_parameters
+from fredset.models import build_model
 from fredset_cli.main import cli
 
 SIZE = (12, 12)
