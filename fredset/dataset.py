@@ -18,8 +18,8 @@ class FredDataset(Dataset):
     """A distilled dataset as a PyTorch Dataset of ``(image, label)`` pairs.
 
     All instances are decoded at construction on ``device``; nothing stays open afterwards, so on CPU it
-    works with any DataLoader, workers included. On CUDA the data already sits on the GPU: use :meth:`batches` instead of a
-    DataLoader with workers.
+    works with any DataLoader, workers included. On CUDA the data already sits on the GPU: use
+    :meth:`batches` instead of a DataLoader with workers.
 
     Args:
         source: path, bytes, or binary file object of a .fredset file.

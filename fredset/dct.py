@@ -165,8 +165,8 @@ def _plan(mask: np.ndarray, height: int, width: int, planes: int = 1, itemsize: 
     basis: D_H[rows] and D_W[cols], k*(H+W)*i, and k*W*i per image row of basis images (all H rows
     with autograd, which keeps the basis), plus n*C*W*i per row of result in torch (copied into the
     output); separable: D_H[U] and D_W[V], (|U|*H + |V|*W)*i, and (|U|*|V| + |U|*W)*i per plane for
-    G and G D_W[V], plus H*W*i in torch. Either way's multiply-adds: basis n*C*k*P (plus _STREAMED_BASIS_COST*k*P when the basis
-    would not stay in cache), separable n*C*|U|*W*(|V|+H).
+    G and G D_W[V], plus H*W*i in torch. Either way's multiply-adds: basis n*C*k*P (plus
+    _STREAMED_BASIS_COST*k*P when the basis would not stay in cache), separable n*C*|U|*W*(|V|+H).
     """
     rows, cols = mask // width, mask % width
     row_set, row_pos = _distinct(rows, height)

@@ -102,7 +102,8 @@ def remove_stale_temporaries(path: str | os.PathLike, *, older_than: float = STA
         if match is None:
             continue
         try:
-            if not entry.is_file(follow_symlinks=False) or now - entry.stat(follow_symlinks=False).st_mtime < older_than:
+            if (not entry.is_file(follow_symlinks=False)
+                    or now - entry.stat(follow_symlinks=False).st_mtime < older_than):
                 continue
             if match["pid"] is not None and process_alive(int(match["pid"])):
                 continue

@@ -177,7 +177,8 @@ def _read_container(handle: h5py.File, data: bytes, path: str, newer_minor: bool
     if quantized != ("quantization" in datasets):
         raise FredsetError("/quantization must be present exactly when coefficients are int8", path)
     if quantized:
-        quantization = read_dataset(datasets["quantization"], "quantization", data, path, (len(classes), 2, channels, k))
+        quantization = read_dataset(datasets["quantization"], "quantization", data, path,
+                                    (len(classes), 2, channels, k))
         if not np.isfinite(quantization).all() or (quantization[:, 0] < 0).any():
             raise FredsetError("/quantization: scales must be finite and >= 0, offsets finite", path)
 

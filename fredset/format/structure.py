@@ -159,7 +159,8 @@ def _type_problem(type_id: h5py.h5t.TypeID, expected: np.dtype) -> str | None:
     if type_class == h5py.h5t.INTEGER:
         checks.append(("sign", type_id.get_sign(), h5py.h5t.SGN_NONE))
     else:  # IEEE 754 binary32: sign bit 31, exponent bits 23..30 with bias 127, 23 mantissa bits
-        checks += [("bit fields", type_id.get_fields(), (31, 23, 8, 0, 23)), ("exponent bias", type_id.get_ebias(), 127),
+        checks += [("bit fields", type_id.get_fields(), (31, 23, 8, 0, 23)),
+                   ("exponent bias", type_id.get_ebias(), 127),
                    ("normalization", type_id.get_norm(), h5py.h5t.NORM_IMPLIED),
                    ("internal padding", type_id.get_inpad(), h5py.h5t.PAD_ZERO)]
     for what, got, want in checks:
