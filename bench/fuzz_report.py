@@ -2,8 +2,8 @@
 
     python bench/fuzz_report.py [--count 3000] [--per-class 8] [--seed 0] [--timeout 10] [--out bench/out/fuzz_report.json]
 
-A report, not a test. It builds a few valid files (fredset.Artifact + fredset.format.to_bytes) and
-crafts ``count`` damaged ones from them, deterministically from ``--seed``. Unlike tests/test_fuzz.py,
+A report, not a test. It builds a few valid files (fredset.Artifact + fredset.format.to_bytes), format 1.0
+and 2.0, and crafts ``count`` damaged ones from them, deterministically from ``--seed``. Unlike tests/test_fuzz.py,
 the SHA-256 in the header is recomputed after every mutation, so the damage gets past the header
 check and reaches libhdf5, zstd and the validation code:
 
@@ -19,8 +19,11 @@ check and reaches libhdf5, zstd and the validation code:
 - ``--per-class`` files of each hostile class of tests/test_hostile_*.py: deep and wide HDF5 trees
   (nested groups; many links, groups or datasets), exotic datatypes (enum, odd precision/offset,
   big-endian, committed), valid but expensive shapes (a k spread over the diagonal of a large image,
-  read and decoded), non-finite and huge JSON numbers, control characters and lone surrogates in
-  metadata strings, deeply nested provenance; and a few non-regular files read by path (a FIFO, a
+  read and decoded, as 1.0 or 2.0), non-finite and huge JSON numbers, control characters and lone
+  surrogates in metadata strings, deeply nested provenance, hostile 2.0 content (wrong declared sizes
+  of both frames, bitmaps with other than k bits or padding bits, NaN/inf/negative/-0 steps, codes out
+  of range or under a zero step, truncated, doubled or non-zstd frames, oversized metadata frames, 1.0
+  datasets in a 2.0 file and the reverse); and a few non-regular files read by path (a FIFO, a
   directory, a link to the FIFO, /dev/zero).
 
 Besides the outcome counts it prints, per outcome, the max and median read time and peak-memory
@@ -274,10 +277,13 @@ class Worker:
 
 def base_files() -> dict[str, bytes]:
     from fredset.format import to_bytes
-    from fredset.format._crafting import build_file, datasets_of, random_artifact
+    from fredset.format._crafting import build_file, datasets_of, quantized_artifact, random_artifact
 
     def artifact(channels: int, size: tuple[int, int], k: int, counts: list[int], seed: int):
         return random_artifact(channels, size, k, counts, seed, mean=[0.5] * channels, std=[0.25] * channels)
+
+    zero_step = artifact(1, (5, 7), 6, [2, 3, 1], 5)  # 35 frequencies: padding bits in every bitmap
+    zero_step.coefficients[0][:, :, 1] = 0  # class 0's second frequency: step 0, codes 0
 
     bases = {
         "gray-float32": to_bytes(artifact(1, (8, 8), 6, [2, 3, 1], 0), encoding="float32", level=3),
@@ -291,6 +297,9 @@ def base_files() -> dict[str, bytes]:
     # with different code.
     for name in ("gray-float32", "rgb-int8-noshuffle"):
         bases[f"{name}-latest"] = build_file(datasets_of(bases[name]), libver="latest")
+    # format 2.0 (written with libhdf5's 1.8 structures)
+    bases["gray-q4"] = to_bytes(quantized_artifact(zero_step, 4), level=3)
+    bases["rgb-q8"] = to_bytes(quantized_artifact(artifact(3, (6, 6), 7, [3, 1, 2, 1], 6), 8), level=3)
     return bases
 
 
@@ -330,7 +339,7 @@ def structure_of(data: bytes) -> Structure:
         while position >= 0:
             nodes.append((position, min(position + length, len(data))))
             position = data.find(signature, position + 1)
-    for name in (b"metadata", b"masks", b"coefficient_offsets", b"coefficients", b"quantization"):
+    for name in (b"metadata", b"masks", b"coefficient_offsets", b"coefficients", b"quantization", b"data"):
         position = data.find(name, HEADER_SIZE)
         if position >= 0:
             nodes.append((max(position - 8, HEADER_SIZE), position + len(name) + 8))
@@ -474,18 +483,65 @@ def semantic_cases(bases: dict[str, bytes]) -> list[tuple[str, bytes]]:
         "virtual dataset": virtual_dataset("other.h5", extra=False),
     }
     built += [(f"semantic: {name}", build_file(gray, tweak=tweak)) for name, tweak in tweaks.items()]
-    built.append(("semantic: major version 2", build_file(gray, version=(2, 0))))
+    built.append(("semantic: 1.0 datasets as major version 2", build_file(gray, version=(2, 0))))
+    built.append(("semantic: major version 3", build_file(gray, version=(3, 0))))
     newer = {**gray, "future": np.arange(4.0), "metadata": meta(future_field={"x": [1, 2]})}
     built.append(("semantic: minor version 1.7 with extras (should read)", build_file(newer, version=(1, 7))))
+    return built + semantic_cases_2(bases)
+
+
+def semantic_cases_2(bases: dict[str, bytes]) -> list[tuple[str, bytes]]:
+    """Hand-written 2.0 cases (tests/test_format_v2.py has them all, with their messages)."""
+    import numpy as np
+
+    from fredset.format._crafting import (build_file, build_file_2, data_bytes, datasets_of, document_of,
+                                          frame_array, raw_zstd_frame, sections_of, with_datasets)
+
+    arrays = datasets_of(bases["gray-q4"])
+    document, sections = document_of(arrays), sections_of(arrays)
+    raw, text = data_bytes(sections), json.dumps(document).encode()
+
+    def edited(name: str, index: tuple, value: Any) -> bytes:
+        changed = {key: item.copy() for key, item in sections.items()}
+        changed[name][index] = value
+        return build_file_2(arrays, sections=changed)
+
+    cases = {
+        "2.0 data declares one byte more": build_file_2({**arrays, "data": frame_array(raw + b"\0")}),
+        "2.0 data declares 2**40": build_file_2({**arrays, "data": np.frombuffer(raw_zstd_frame(2**40), "u1")}),
+        "2.0 data without content size": build_file_2({**arrays, "data": frame_array(raw, content_size=False)}),
+        "2.0 data not zstd": build_file_2({**arrays, "data": np.frombuffer(raw, "u1")}),
+        "2.0 data with a second frame": build_file_2({**arrays, "data": np.concatenate([arrays["data"]] * 2)}),
+        "2.0 metadata not zstd": build_file_2(arrays, text),
+        "2.0 metadata declares 4 MiB + 1": build_file_2(arrays, raw_zstd_frame(4 * 2**20 + 1)),
+        "2.0 metadata with 1.0 coefficients": build_file_2(arrays, {**document, "coefficients": {
+            "dtype": "int8", "byte_order": "little", "shuffle": True, "compression": "zstd"}}),
+        "2.0 bitmap padding bit": edited("bitmap", (0, 4), sections["bitmap"][0, 4] | 0x80),
+        "2.0 bitmap empty row": edited("bitmap", (1, slice(None)), 0),
+        "2.0 step NaN": edited("steps", (1, 0, 3), np.nan),
+        "2.0 step -0.0": edited("steps", (0, 0, 2), -0.0),
+        "2.0 code 8 at 4 bits": edited("codes", (3, 0, 1), 8),
+        "2.0 code under a zero step": edited("codes", (0, 0, 1), 1),
+        "2.0 with /masks": build_file_2({**arrays, "masks": np.zeros((3, 6), "<u4")}),
+        "2.0 without /data": build_file_2(with_datasets(arrays, data=None)),
+        "2.0 datasets as major version 1": build_file(arrays, version=(1, 0), libver=("v108", "v108")),
+    }
+    built = [(f"semantic: {name}", data) for name, data in cases.items()]
+    newer = build_file_2({**arrays, "future": np.arange(4.0)}, {**document, "future_field": 1}, version=(2, 3))
+    built.append(("semantic: 2.0 code -8 at 4 bits (should read)", edited("codes", (4, 0, 0), -8)))
+    built.append(("semantic: minor version 2.3 with extras (should read)", newer))
     return built
 
 
 def random_semantic(rng: random.Random, arrays: dict[str, Any]) -> bytes:
-    """Random values in one dataset of a well-formed file: metadata JSON, masks, offsets, quantization or frames."""
+    """Random values in one dataset of a well-formed file: metadata JSON, masks, offsets, quantization or frames
+    (2.0: :func:`random_semantic_2`)."""
     import numpy as np
 
     from fredset.format._crafting import build_file, frames_of, with_frames
 
+    if "data" in arrays:
+        return random_semantic_2(rng, arrays)
     arrays = dict(arrays)
     target = rng.choice(["metadata", "metadata", "masks", "coefficient_offsets", "coefficients"]
                         + (["quantization"] if "quantization" in arrays else []))
@@ -527,6 +583,44 @@ def random_semantic(rng: random.Random, arrays: dict[str, Any]) -> bytes:
             flat[index] = rng.choice([0, 1, (old + 1) % (top + 1), (old - 1) % (top + 1), top])
         arrays[target] = values
     return build_file(arrays)
+
+
+def random_semantic_2(rng: random.Random, arrays: dict[str, Any]) -> bytes:
+    """Random values in a 2.0 file: its metadata document, a mask bitmap, steps or codes (recompressed, the
+    sizes right), or bit flips in either frame."""
+    import numpy as np
+
+    from fredset.format._crafting import build_file_2, document_of, sections_of
+
+    arrays = dict(arrays)
+    target = rng.choice(["metadata", "bitmap", "steps", "codes", "codes", "frame"])
+    if target == "metadata":
+        document = document_of(arrays)
+        path = rng.choice([("k",), ("instances_per_class",), ("image", "channels"), ("image", "width"),
+                           ("coefficients", "bits"), ("coefficients", "steps"), ("coefficients",), ("format",)])
+        holder = document
+        for key in path[:-1]:
+            holder = holder[key]
+        holder[path[-1]] = rng.choice([None, 0, 1, 2, 3, 4, 8, 9, 2**24, -1, 1.5, "float32", "x", [], {},
+                                       {"dtype": "int8"}, float("nan")])
+        return build_file_2(arrays, json.dumps(document, allow_nan=True))
+    if target == "frame":
+        name = rng.choice(["data", "metadata"])
+        frame = bytearray(arrays[name].tobytes())
+        for _ in range(rng.randint(1, 3)):
+            frame[rng.randrange(len(frame))] ^= 1 << rng.randrange(8)
+        arrays[name] = np.frombuffer(bytes(frame), dtype="u1")
+        return build_file_2(arrays)
+    sections = sections_of(arrays)
+    flat = sections[target].reshape(-1)
+    index = rng.randrange(flat.size)
+    if target == "bitmap":
+        flat[index] ^= 1 << rng.randrange(8)
+    elif target == "steps":
+        flat[index] = rng.choice([np.nan, np.inf, -np.inf, -0.0, 0.0, -1.0, 65504.0, 6e-8])
+    else:
+        flat[index] = rng.choice([0, 1, -1, 7, -7, 8, -8, 127, -128])
+    return build_file_2(arrays, sections=sections)
 
 
 @dataclass
@@ -572,7 +666,7 @@ CONTROL_CHARACTERS = ["\x00", "\x07", "\x1b[2J", "\x7f", "\x85", "\x9b", "\n", "
 NON_FINITE = ["1e400", "-1e400", "1" + "0" * 400, "-" + "9" * 5000, "NaN", "Infinity", "-Infinity",
               str(2**1024), "[1, {\"x\": 2.5e308}]", str(2**63), str(-2**63 - 1)]
 HOSTILE_KINDS = ("deep tree", "wide tree", "exotic datatype", "expensive shape", "non-finite JSON",
-                 "control characters", "deep provenance")
+                 "control characters", "deep provenance", "2.0 content")
 
 
 def hostile_file(rng: random.Random, kind: str, parts: dict[str, dict[str, Any]]) -> tuple[bytes, str]:
@@ -603,7 +697,8 @@ def hostile_file(rng: random.Random, kind: str, parts: dict[str, dict[str, Any]]
     if kind == "expensive shape":
         side = rng.choice([256, 512, 1024, 2048])
         counts = [rng.randint(1, 2) for _ in range(rng.randint(1, 2))]
-        return to_bytes(diagonal_artifact(side, counts, seed=rng.randrange(1000)), level=1), "decode"
+        return to_bytes(diagonal_artifact(side, counts, seed=rng.randrange(1000)), level=1,
+                        encoding=rng.choice(["float32", "q4", "q8"])), "decode"
     if kind == "non-finite JSON":
         literal = rng.choice(NON_FINITE)
         if rng.random() < 0.5:
@@ -636,7 +731,82 @@ def hostile_file(rng: random.Random, kind: str, parts: dict[str, dict[str, Any]]
         levels = rng.choice([10, 30, 62, 63, 64, 65, 100, 900, 5000, 100_000])
         text = json_with_field(document, "deep", nested_json(levels, rng.choice(["list", "object"])))
         return build_file(gray, metadata=text), "read"
+    if kind == "2.0 content":
+        return hostile_2(rng, parts), "read"
     raise ValueError(f"unknown hostile kind {kind!r}")
+
+
+def hostile_2(rng: random.Random, parts: dict[str, dict[str, Any]]) -> bytes:
+    """A 2.0 file with one thing wrong that only 2.0's rules catch (FORMAT.md section 13), chosen by ``rng``."""
+    import numpy as np
+
+    from fredset.format._crafting import (build_file, build_file_2, data_bytes, document_of, frame_array,
+                                          raw_zstd_frame, recompress, sections_of)
+
+    name = rng.choice(["gray-q4", "rgb-q8"])
+    arrays = parts[name]
+    document, sections = document_of(arrays), sections_of(arrays)
+    raw = data_bytes(sections)
+    what = rng.choice(["data size", "metadata size", "popcount", "padding", "step", "code", "zero step",
+                       "frame", "metadata frame", "other datasets"])
+    if what == "data size":
+        declared = rng.choice([len(raw) - 1, len(raw) + 1, 0, 2**31, 2**40, 2**64 - 2, None])
+        if declared == len(raw) - 1:
+            frame = recompress(raw[:-1])  # a real frame one byte short
+        elif declared == len(raw) + 1:
+            frame = recompress(raw + b"\0")  # a real frame one byte long
+        else:  # a hand-made frame declaring anything (or nothing), holding a few bytes
+            frame = raw_zstd_frame(declared, raw[:rng.randint(0, 64)], last=rng.random() < 0.5)
+        return build_file_2({**arrays, "data": np.frombuffer(frame, "u1")})
+    if what == "metadata size":
+        declared = rng.choice([4 * 2**20, 4 * 2**20 + 1, 2**32, 2**62, None])
+        return build_file_2(arrays, raw_zstd_frame(declared, b"{}", last=rng.random() < 0.5))
+    if what in ("popcount", "padding"):
+        plane = document["image"]["height"] * document["image"]["width"]
+        row = rng.randrange(len(sections["bitmap"]))
+        bits = np.unpackbits(sections["bitmap"][row], bitorder="little")
+        if what == "padding" and len(bits) > plane:
+            bits[rng.randrange(plane, len(bits))] = 1
+        else:
+            spot = rng.randrange(plane)
+            bits[spot] ^= 1
+        sections["bitmap"][row] = np.packbits(bits, bitorder="little")
+    elif what == "step":
+        flat = sections["steps"].reshape(-1)
+        flat[rng.randrange(flat.size)] = rng.choice([np.nan, -np.nan, np.inf, -np.inf, -0.0, -1e-7, -65504.0])
+    elif what == "code":
+        bits = document["coefficients"]["bits"]
+        flat = sections["codes"].reshape(-1)
+        flat[rng.randrange(flat.size)] = rng.choice([2 ** (bits - 1), -(2 ** (bits - 1)) - 1, 127, -128]
+                                                    if bits < 8 else [-128, 127])  # at 8 bits: valid extremes
+    elif what == "zero step":
+        steps = sections["steps"]
+        label, channel, index = (rng.randrange(n) for n in steps.shape)
+        steps[label, channel, index] = 0
+        start = sum(document["instances_per_class"][:label])
+        sections["codes"][start, channel, index] = rng.choice([1, -1, 0])
+    elif what == "frame":
+        frame = arrays["data"].tobytes()
+        frame = rng.choice([frame[:rng.randrange(len(frame))], frame + frame, frame + bytes(rng.randint(1, 9)),
+                            b"\x50\x2a\x4d\x18\4\0\0\0abcd" + frame, raw,
+                            frame_array(raw, content_size=False).tobytes()])
+        return build_file_2({**arrays, "data": np.frombuffer(frame, "u1")})
+    elif what == "metadata frame":
+        text = json.dumps(document).encode()
+        frame = rng.choice([text, recompress(text)[:-1], recompress(text) + b"\0", recompress(text) * 2,
+                            recompress(text, content_size=False), recompress(text + b" " * (4 * 2**20))])
+        return build_file_2(arrays, frame)
+    else:
+        one = parts["gray-float32"]
+        choice = rng.choice(["1.0 in 2.0", "2.0 in 1.0", "both", "1.0 metadata"])
+        if choice == "1.0 in 2.0":
+            return build_file(one, version=(2, 0), libver=rng.choice([None, ("v108", "v108")]))
+        if choice == "2.0 in 1.0":
+            return build_file(arrays, version=(1, 0), libver=("v108", "v108"))
+        if choice == "both":
+            return build_file_2({**arrays, "masks": one["masks"], "coefficients": one["coefficients"]})
+        return build_file_2(arrays, bytes(one["metadata"]))
+    return build_file_2(arrays, sections=sections)
 
 
 def hostile_cases(per_class: int, seed: int, start: int) -> list[Case]:

@@ -45,7 +45,8 @@ def _lines(lines: list[str]) -> str:
     return "\n".join(printable(line) for line in lines)
 
 
-def file_report(artifact: Artifact, info: FileInfo) -> dict[str, Any]:
+def file_report(artifact: Artifact, info: FileInfo, layout: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The facts of a file; ``layout`` (:func:`fredset.format.layout.file_layout`) adds where its bytes go."""
     metadata = info.metadata
     height, width = artifact.image_size
     return {
@@ -70,7 +71,35 @@ def file_report(artifact: Artifact, info: FileInfo) -> dict[str, Any]:
         "provenance": artifact.provenance,
         "license": artifact.license,
         "citation": artifact.citation,
+        **({"bytes": layout} if layout is not None else {}),
     }
+
+
+def _encoding_text(encoding: dict[str, Any]) -> str:
+    if "bits" in encoding:  # format 2.x
+        return (f"{encoding['bits']}-bit codes (int8, one per byte) x {encoding['steps']} steps, "
+                f"{encoding['compression']}")
+    return encoding["dtype"] + (", byte-shuffled" if encoding["shuffle"] and encoding["dtype"] != "int8"
+                                else "") + f", {encoding['compression']}"
+
+
+def _layout_lines(layout: dict[str, Any]) -> list[str]:
+    """Where the bytes go: header, HDF5 container, datasets, and in 2.x the sections of /data (estimated)."""
+    parts = [f"header {layout['header']:,}", f"HDF5 container {layout['hdf5_container']:,}"]
+    for name, size in layout["datasets"].items():
+        parts.append(f"/{name} {size:,}" + (f" (JSON {layout['metadata_json']:,})"
+                                             if name == "metadata" and layout["metadata_json"] != size else ""))
+    lines = [f"  bytes           {', '.join(parts)}"]
+    sections = layout.get("data_sections")
+    if sections:
+        shown = ", ".join(f"{name} {sections[name]['bytes']:,} -> ~{sections[name]['compressed_estimate']:,}"
+                          for name in ("masks", "steps", "codes"))
+        lines.append(f"  /data sections  {shown} (uncompressed -> estimated share of the frame, each section "
+                     f"compressed alone at zstd level {sections['estimate_level']})")
+    codes = "codes, estimated" if sections else "/coefficients"
+    lines.append(f"  per class       {layout['per_class']:,.1f} bytes; {layout['bits_per_coefficient']:.2f} bits per "
+                 f"coefficient ({codes})")
+    return lines
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -84,8 +113,7 @@ def format_report(report: dict[str, Any]) -> str:
     plane = image["height"] * image["width"]
     stats = ", ".join(f"{_number(m, '.4g')}/{_number(s, '.4g')}" for m, s in zip(report["normalization"]["mean"],
                                                                                 report["normalization"]["std"]))
-    encoding_text = encoding["dtype"] + (", byte-shuffled" if encoding["shuffle"] and encoding["dtype"] != "int8"
-                                         else "") + f", {encoding['compression']}"
+    encoding_text = _encoding_text(encoding)
     library = provenance.get("library", {})
     library = library if isinstance(library, dict) else {}
     made = [f"{key} {_text(provenance[key])}" for key in ("objective", "parameterization", "seed", "iterations")
@@ -105,6 +133,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"  file size       {report['file_bytes']:,} bytes",
         f"  decoded size    {report['decoded_float32_bytes']:,} bytes as float32 "
         f"({report['compression_ratio']:g}x the file)",
+        *(_layout_lines(report["bytes"]) if "bytes" in report else []),
         f"  made by         {_text(library.get('name', '?'))} {_text(library.get('version', '?'))} on "
         f"{_text(provenance.get('created', '?'))}"
         + (f"; {', '.join(made)}" if made else ""),

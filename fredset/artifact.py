@@ -16,6 +16,7 @@ import torch
 
 from .dct import DEFAULT_MAX_WORKING_BYTES, decode_classes
 from .errors import FredsetError
+from .quantize import Quantization
 
 # Generous structural limits: they keep a hostile file from asking for absurd shapes.
 MAX_CLASSES = 100_000
@@ -38,6 +39,8 @@ class Artifact:
         provenance: how the data was made (objective, budget, hyper-parameters, seed, ...).
         license, citation: optional free text carried with the file (licence of this data, how to cite).
         dataset_license: licence of the source dataset, when known.
+        quantization: the grid the coefficients lie on (bits and per-class steps), when they were made
+            for low-bit codes; the writer then stores those codes losslessly.
     """
 
     coefficients: list[torch.Tensor]
@@ -51,6 +54,7 @@ class Artifact:
     license: str | None = None
     citation: str | None = None
     dataset_license: str | None = None
+    quantization: Quantization | None = None
 
     def __post_init__(self) -> None:
         self.coefficients = list(self.coefficients)
@@ -149,6 +153,20 @@ class Artifact:
             raise FredsetError(f"std must be positive, got {list(self.std)}")
         if not isinstance(self.dataset, str) or not self.dataset:
             raise FredsetError("dataset name must be a non-empty string")
+        if self.quantization is not None:
+            self._validate_quantization(channels, k)
+
+    def _validate_quantization(self, channels: int, k: int) -> None:
+        grid = self.quantization
+        if not isinstance(grid, Quantization) or len(grid.steps) != len(self.classes):
+            raise FredsetError(f"quantization must be a Quantization with steps for {len(self.classes)} classes")
+        for label, steps in enumerate(grid.steps):
+            if tuple(steps.shape) != (channels, k):
+                raise FredsetError(f"class {label}: quantization steps have shape {tuple(steps.shape)}, "
+                                   f"expected [{channels}, {k}]")
+        for label, (block, exact) in enumerate(zip(self.coefficients, grid.apply(self.coefficients))):
+            if not torch.equal(exact, block.detach().float()):
+                raise FredsetError(f"class {label}: coefficients are not on their {grid.bits}-bit quantization grid")
 
 
 def validate_masks(masks: torch.Tensor | np.ndarray, plane_size: int) -> None:

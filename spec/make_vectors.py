@@ -11,10 +11,12 @@ libraries cannot change them), and the .npz files are written with fixed zip tim
 is stored in the metadata); each vector records them in provenance.toolchain.
 
 For each vector NAME it writes NAME.fredset and NAME.expected.npz holding
-    coefficients  float32 [N, C, k]  the stored values (after up-casting / de-quantisation)
+    coefficients  float32 [N, C, k]  the stored values (after up-casting / de-quantisation / step x code)
     images        float32 [N, C, H, W]  their decode, computed in float64, then rounded
     labels        int64 [N]
-and finally bad-checksum.fredset, a valid file with one payload bit flipped (must be refused).
+and the negative vectors: bad-checksum.fredset, a valid 1.0 file with one payload bit flipped;
+bad-q3-padding.fredset, a 2.0 file whose mask bitmap sets a padding bit; bad-q4-size.fredset, a 2.0 file
+whose /data frame declares (and holds) one byte more than the metadata implies. Each must be refused.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ import fredset
 from fredset.dct import masked_dct2
 from fredset.format import to_bytes
 from fredset.format.codec import quantize_int8
+from fredset.format.header import HEADER_SIZE, pack_header
+from fredset.quantize import Quantization
 
 SOURCE_DATE_EPOCH = "1767225600"  # 2026-01-01T00:00:00Z
 GRID = 2.0 ** -12  # coefficients are rounded to this grid before storing
@@ -53,9 +57,18 @@ VECTORS = [
          shuffle=True, masks="random", seed=4, classes=["cat", "dog", "frog"]),
     dict(name="gray16x24-float32", channels=1, size=(16, 24), counts=[3, 2], k=20, encoding="float32",
          shuffle=True, masks="edges", seed=5, classes=["ciel", "forêt"]),
+    # format 2.0
+    dict(name="gray28-q4", channels=1, size=(28, 28), counts=[2, 2, 2], k=16, encoding="q4",
+         shuffle=True, masks="random", seed=6, classes=["circle", "square", "stripe"]),
+    dict(name="rgb32-q8", channels=3, size=(32, 32), counts=[3, 1, 2], k=24, encoding="q8",
+         shuffle=True, masks="low", seed=7, classes=["red", "green", "blue"]),
+    dict(name="gray15x13-q3", channels=1, size=(15, 13), counts=[3, 1], k=10, encoding="q3",
+         shuffle=True, masks="edges", seed=8, classes=["ciel", "forêt"], extremes=True),
 ]
 BAD_CHECKSUM = "bad-checksum"
 BAD_SOURCE = "gray28-float32"
+BAD_PADDING, BAD_PADDING_SOURCE = "bad-q3-padding", "gray15x13-q3"
+BAD_SIZE, BAD_SIZE_SOURCE = "bad-q4-size", "gray28-q4"
 
 
 def smooth_images(rs: np.random.RandomState, count: int, channels: int, height: int, width: int) -> np.ndarray:
@@ -86,8 +99,9 @@ def make_mask(rs: np.random.RandomState, kind: str, k: int, height: int, width: 
 
 
 def stored_values(values: np.ndarray, encoding: str) -> np.ndarray:
-    """What a reader gets back for float32 ``values`` [n, C, k] stored with ``encoding``."""
-    if encoding == "float32":
+    """What a reader gets back for float32 ``values`` [n, C, k] stored with ``encoding`` (for q<b>, values
+    already on their grid come back unchanged)."""
+    if encoding == "float32" or encoding.startswith("q"):
         return values.copy()
     if encoding == "float16":
         return values.astype("<f2").astype(np.float32)
@@ -140,6 +154,8 @@ def build(spec: dict) -> tuple[bytes, dict[str, np.ndarray]]:
                           evaluation=None)
         extra = dict(license="CC0-1.0", citation="@misc{fredset-spec-vector, title={fredset test vector}}",
                      dataset_license="CC0-1.0")
+    if spec["encoding"].startswith("q"):
+        coefficients, extra["quantization"] = on_grid(coefficients, int(spec["encoding"][1:]), spec.get("extremes"))
     artifact = fredset.Artifact(
         coefficients=[torch.from_numpy(c) for c in coefficients], masks=torch.from_numpy(np.stack(masks)),
         classes=spec["classes"], image_size=(height, width), mean=norm["mean"], std=norm["std"],
@@ -156,6 +172,41 @@ def build(spec: dict) -> tuple[bytes, dict[str, np.ndarray]]:
     read_back = fredset.read_file(data)[0].coefficients
     assert all(np.array_equal(a.numpy().view(np.uint32), b.view(np.uint32)) for a, b in zip(read_back, stored))
     return data, expected
+
+
+def on_grid(coefficients: list[np.ndarray], bits: int, extremes: bool) -> tuple[list[np.ndarray], Quantization]:
+    """The coefficients moved to their ``bits``-bit grid (steps max |x| / (2^(b-1) - 1) in float16, codes the
+    nearest), and the grid. ``extremes``: class 0's frequency 1 is 0 everywhere (step 0, codes 0) and class
+    1's first value is code -2^(b-1), the one code writers do not produce but readers must accept."""
+    if extremes:
+        coefficients[0][:, :, 1] = 0
+    grid = Quantization.of([torch.from_numpy(c) for c in coefficients], bits)
+    values = [v.numpy() for v in grid.apply([torch.from_numpy(c) for c in coefficients])]
+    if extremes:
+        values[1][0, 0, 0] = np.float32(-(2 ** (bits - 1))) * grid.steps[1][0, 0].numpy()
+    return values, grid
+
+
+def rebuilt_2(data: bytes, edit) -> bytes:
+    """A 2.0 file's bytes with /data's content replaced by ``edit(content)`` (recompressed at level 19, with its
+    size) and the HDF5 container and header rebuilt as the writer builds them."""
+    with h5py.File(io.BytesIO(data), "r") as handle:
+        arrays = {name: handle[name][()] for name in ("metadata", "data")}
+    content = edit(bytearray(zstandard.ZstdDecompressor().decompress(arrays["data"].tobytes())))
+    arrays["data"] = np.frombuffer(zstandard.ZstdCompressor(level=19, write_content_size=True).compress(bytes(content)),
+                                   dtype="u1")
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w", userblock_size=HEADER_SIZE, libver=("v108", "v108")) as handle:
+        for name, values in arrays.items():
+            handle.create_dataset(name, data=values)
+    payload = buffer.getvalue()[HEADER_SIZE:]
+    return pack_header(payload, (2, 0)) + payload
+
+
+def set_padding_bit(content: bytearray) -> bytearray:
+    """Class 0's mask bitmap (15 x 13 = 195 frequencies: 25 bytes, 5 padding bits) gains bit 195."""
+    content[195 // 8] |= 1 << (195 % 8)
+    return content
 
 
 def flip_one_bit(data: bytes) -> bytes:
@@ -198,9 +249,13 @@ def generate(out: str | os.PathLike) -> list[Path]:
             (out / f"{spec['name']}.fredset").write_bytes(data)
             write_npz(out / f"{spec['name']}.expected.npz", expected)
             written += [out / f"{spec['name']}.fredset", out / f"{spec['name']}.expected.npz"]
-            if spec["name"] == BAD_SOURCE:
-                (out / f"{BAD_CHECKSUM}.fredset").write_bytes(flip_one_bit(data))
-                written.append(out / f"{BAD_CHECKSUM}.fredset")
+            bad = {BAD_SOURCE: (BAD_CHECKSUM, flip_one_bit),
+                   BAD_PADDING_SOURCE: (BAD_PADDING, lambda d: rebuilt_2(d, set_padding_bit)),
+                   BAD_SIZE_SOURCE: (BAD_SIZE, lambda d: rebuilt_2(d, lambda content: content + b"\0"))}
+            if spec["name"] in bad:
+                name, make = bad[spec["name"]]
+                (out / f"{name}.fredset").write_bytes(make(data))
+                written.append(out / f"{name}.fredset")
     return written
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference decoder for .fredset files, format version 1.x (spec/FORMAT.md).
+"""Reference decoder for .fredset files, format versions 1.x and 2.x (spec/FORMAT.md).
 
 A second, independent implementation written from FORMAT.md: only the Python standard library,
 numpy, h5py and zstandard; no fredset, no torch. It favours being easy to read over speed.
@@ -33,7 +33,7 @@ MAGIC = b"\x89FRD\r\n\x1a\n"
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 HEADER_SIZE = 512
 HEADER = struct.Struct("<8sHHIQ32s")  # magic, major, minor, header size, payload length, SHA-256
-READER_VERSION = (1, 0)
+READER_VERSIONS = {1: 0, 2: 0}  # major -> the newest minor this decoder knows
 
 # -- Reader limits (section "Memory bounds") ----------------------------------------------------
 MAX_FILE_BYTES = 2**30
@@ -53,6 +53,9 @@ MAX_LINKS, MAX_DEPTH = 1024, 8
 LINK_NAME = re.compile(rb"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 REQUIRED = ("metadata", "masks", "coefficients", "coefficient_offsets")
 STORED_DTYPE = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2"), "int8": np.dtype("i1")}
+# -- Section "Format 2.0": two datasets, each one zstd frame ---------------------------------------
+DATASETS_2 = {"metadata": (h5py.h5t.INTEGER, 1, 1), "data": (h5py.h5t.INTEGER, 1, 1)}
+REQUIRED_2 = ("metadata", "data")
 
 
 @dataclass
@@ -118,11 +121,12 @@ def read(path: str, *, max_file_bytes: int = MAX_FILE_BYTES,
     if len(data) > max_file_bytes:
         raise ValueError(f"file is larger than the {max_file_bytes}-byte limit")
     version, digest = check_header(data)
-    strict = version[1] <= READER_VERSION[1]  # a newer minor may add things we must ignore
+    strict = version[1] <= READER_VERSIONS[version[0]]  # a newer minor may add things we must ignore
     # Only now, with the bytes verified, does libhdf5 see them (from memory, never the path).
     try:
         with h5py.File(io.BytesIO(data), "r") as handle:
-            metadata, masks, coefficients = read_container(handle, len(data), strict, max_decoded_bytes)
+            reader = read_container_2 if version[0] == 2 else read_container
+            metadata, masks, coefficients = reader(handle, len(data), strict, max_decoded_bytes)
     except ValueError:
         raise
     except Exception as error:  # libhdf5 and numpy raise many types on malformed content
@@ -135,8 +139,8 @@ def check_header(data: bytes) -> tuple[tuple[int, int], str]:
         raise ValueError("not a fredset file (no fredset header)" if data[:8] != MAGIC
                          else "file is truncated (shorter than the 512-byte header)")
     _, major, minor, header_size, payload_length, digest = HEADER.unpack_from(data)
-    if major != READER_VERSION[0]:
-        raise ValueError(f"format version {major}.{minor} is not supported (this decoder reads 1.x)")
+    if major not in READER_VERSIONS:
+        raise ValueError(f"format version {major}.{minor} is not supported (this decoder reads 1.x and 2.x)")
     if header_size != HEADER_SIZE:
         raise ValueError(f"corrupt header: header size {header_size}, expected 512")
     if any(data[HEADER.size:HEADER_SIZE]):
@@ -150,8 +154,9 @@ def check_header(data: bytes) -> tuple[tuple[int, int], str]:
     return (major, minor), digest.hex()
 
 
-def check_structure(handle: h5py.File, file_bytes: int, strict: bool) -> dict[str, h5py.Dataset]:
-    """The known datasets, after checking every link and object; reads no data."""
+def check_structure(handle: h5py.File, file_bytes: int, strict: bool, known: dict[str, tuple[int, int, int]] = DATASETS,
+                    required: tuple[str, ...] = REQUIRED) -> dict[str, h5py.Dataset]:
+    """The ``known`` datasets (1.x: DATASETS, 2.x: DATASETS_2), after checking every link and object; reads no data."""
     if strict and handle.attrs.keys():
         raise ValueError("unexpected attributes on the root group")
     names: list[str] = []
@@ -170,7 +175,7 @@ def check_structure(handle: h5py.File, file_bytes: int, strict: bool) -> dict[st
             problems.append(f"/{name.decode()} is linked twice")
         elif link.type != h5py.h5l.TYPE_HARD:
             problems.append(f"/{name.decode()} is not a hard link; only hard links are allowed")
-        elif name.decode() in DATASETS:
+        elif name.decode() in known:
             names.append(name.decode())
         elif strict:
             problems.append(f"unexpected object /{name.decode()}")
@@ -181,13 +186,13 @@ def check_structure(handle: h5py.File, file_bytes: int, strict: bool) -> dict[st
     handle.id.links.visit(visit, info=True, order=h5py.h5.ITER_NATIVE)
     if problems:
         raise ValueError(problems[0])
-    for name in REQUIRED:
+    for name in required:
         if name not in names:
             raise ValueError(f"dataset /{name} is missing")
     found = {}
     for name in names:
         item = handle[name]
-        type_class, size, rank = DATASETS[name]
+        type_class, size, rank = known[name]
         if not isinstance(item, h5py.Dataset):
             raise ValueError(f"/{name} must be a dataset")
         if not exact_type(item.id.get_type(), type_class, size):
@@ -225,7 +230,7 @@ def read_container(handle: h5py.File, file_bytes: int, strict: bool, max_decoded
 
     if datasets["metadata"].size > MAX_METADATA_BYTES:
         raise ValueError(f"metadata is larger than {MAX_METADATA_BYTES} bytes")
-    metadata = parse_metadata(datasets["metadata"][()].tobytes(), strict)
+    metadata = parse_metadata(datasets["metadata"][()].tobytes(), strict, major=1)
     classes, counts, k = metadata["dataset"]["classes"], metadata["instances_per_class"], metadata["k"]
     channels, height, width = (metadata["image"][key] for key in ("channels", "height", "width"))
     encoding = metadata["coefficients"]
@@ -263,6 +268,74 @@ def read_container(handle: h5py.File, file_bytes: int, strict: bool, max_decoded
             raise ValueError(f"class {label}: coefficients hold NaN or infinity")
         coefficients.append(values.astype(np.float32))
     return metadata, masks, coefficients
+
+
+def read_container_2(handle: h5py.File, file_bytes: int, strict: bool, max_decoded_bytes: int):
+    """Format 2.x: /metadata = one zstd frame of the JSON, /data = one zstd frame of three sections."""
+    datasets = check_structure(handle, file_bytes, strict, DATASETS_2, REQUIRED_2)
+
+    stored_metadata = datasets["metadata"]
+    if stored_metadata.size > MAX_METADATA_BYTES:
+        raise ValueError(f"metadata is larger than {MAX_METADATA_BYTES} bytes")
+    raw = one_frame(stored_metadata[()].tobytes(), "/metadata", limit=MAX_METADATA_BYTES)
+    metadata = parse_metadata(raw, strict, major=2)
+    counts, k, bits = metadata["instances_per_class"], metadata["k"], metadata["coefficients"]["bits"]
+    channels, height, width = (metadata["image"][key] for key in ("channels", "height", "width"))
+    num_classes, plane = len(counts), height * width
+    if sum(counts) * channels * plane * 4 > max_decoded_bytes:
+        raise ValueError(f"decoded images would exceed the {max_decoded_bytes}-byte limit")
+
+    row = (plane + 7) // 8  # bytes per mask bitmap
+    masks_size, steps_size, codes_size = num_classes * row, 2 * num_classes * channels * k, sum(counts) * channels * k
+    raw = one_frame(datasets["data"][()].tobytes(), "/data", expected=masks_size + steps_size + codes_size)
+
+    bitmaps = np.frombuffer(raw[:masks_size], dtype=np.uint8).reshape(num_classes, row)
+    masks = np.empty((num_classes, k), dtype=np.int64)
+    for label, bitmap in enumerate(bitmaps):
+        bits_set = np.unpackbits(bitmap, bitorder="little")  # bit p mod 8 of byte p div 8, LSB first
+        if bits_set[plane:].any():
+            raise ValueError(f"/data: class {label}'s mask bitmap has a padding bit set")
+        indices = np.flatnonzero(bits_set)
+        if len(indices) != k:
+            raise ValueError(f"/data: class {label}'s mask bitmap sets {len(indices)} bits, not k = {k}")
+        masks[label] = indices
+
+    steps = np.frombuffer(raw[masks_size:masks_size + steps_size], dtype="<f2").reshape(num_classes, channels, k)
+    if not (np.isfinite(steps).all() and (steps >= 0).all() and not np.signbit(steps).any()):
+        raise ValueError("/data: steps must be finite and >= 0 (and not -0)")
+    codes = np.frombuffer(raw[masks_size + steps_size:], dtype=np.int8).reshape(sum(counts), channels, k)
+    if codes.size and (codes.min() < -2 ** (bits - 1) or codes.max() > 2 ** (bits - 1) - 1):
+        raise ValueError(f"/data: a code is outside the {bits}-bit range")
+
+    coefficients, start = [], 0
+    for label, count in enumerate(counts):
+        class_codes = codes[start:start + count]
+        start += count
+        if (class_codes[:, steps[label] == 0] != 0).any():
+            raise ValueError(f"/data: class {label} has a non-zero code where its step is 0")
+        # binary32: the product of a binary16 step and a code of at most 8 bits is exact
+        coefficients.append(steps[label].astype(np.float32) * class_codes.astype(np.float32))
+    return metadata, masks, coefficients
+
+
+def one_frame(frame: bytes, what: str, *, expected: int | None = None, limit: int | None = None) -> bytes:
+    """The content of ``frame``: exactly one zstd frame that declares its size (``expected`` bytes, or at most
+    ``limit``), the declared size checked before decompressing."""
+    try:
+        declared = zstandard.frame_content_size(frame)
+    except zstandard.ZstdError:
+        raise ValueError(f"{what}: not a zstd frame") from None
+    if declared < 0 or (expected is not None and declared != expected) or (limit is not None and declared > limit):
+        raise ValueError(f"{what}: zstd frame declares {declared} bytes, expected "
+                         + (f"{expected}" if expected is not None else f"at most {limit}"))
+    decompressor = zstandard.ZstdDecompressor().decompressobj()
+    try:
+        raw = decompressor.decompress(frame)
+    except zstandard.ZstdError as error:
+        raise ValueError(f"{what}: corrupt zstd frame ({error})") from None
+    if len(raw) != declared or not decompressor.eof or decompressor.unused_data:
+        raise ValueError(f"{what}: zstd data is not exactly one frame of {declared} bytes")
+    return raw
 
 
 def read_exact(item: h5py.Dataset, shape: tuple[int, ...]) -> np.ndarray:
@@ -303,6 +376,7 @@ TOP_LEVEL = {"format", "dataset", "image", "normalization", "transform", "k", "i
              "coefficients", "provenance", "license", "citation"}
 CLOSED = {"dataset": {"name", "classes", "license"}, "image": {"channels", "height", "width"},
           "normalization": {"mean", "std"}, "coefficients": {"dtype", "byte_order", "shuffle", "compression"}}
+COEFFICIENTS_2 = {"bits", "steps", "compression"}  # format 2.x: coefficients is closed over these
 CREATED = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")  # used with fullmatch
 MAX_NESTING = 64  # FORMAT.md section 3: levels of arrays and objects, the top-level object is level 1
 MAX_MAGNITUDE = 1.7976931348623157e308  # the largest finite binary64 number
@@ -328,7 +402,7 @@ def check_everywhere(doc: Any) -> None:
             raise ValueError("invalid metadata: a string holds a forbidden character")
 
 
-def parse_metadata(raw: bytes, strict: bool) -> dict[str, Any]:
+def parse_metadata(raw: bytes, strict: bool, major: int) -> dict[str, Any]:
     def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         if len({key for key, _ in pairs}) != len(pairs):
             raise ValueError("duplicate key in metadata JSON")
@@ -373,6 +447,7 @@ def parse_metadata(raw: bytes, strict: bool) -> dict[str, Any]:
     need(not missing, f"missing {sorted(missing)}")
     for name, keys in CLOSED.items():
         need(isinstance(doc[name], dict), f"{name} must be an object")
+        keys = COEFFICIENTS_2 if major == 2 and name == "coefficients" else keys
         if strict:
             need(doc[name].keys() <= keys, f"unexpected property in {name}")
     if strict:
@@ -404,9 +479,15 @@ def parse_metadata(raw: bytes, strict: bool) -> dict[str, Any]:
     for key in ("channels", "height", "width"):  # sizes become shapes: make them Python ints
         image[key] = int(image[key])
     doc["k"], doc["instances_per_class"] = int(doc["k"]), [int(n) for n in counts]
-    need(coef.get("dtype") in STORED_DTYPE, "coefficients.dtype must be float32, float16 or int8")
-    need(coef.get("byte_order") == "little" and coef.get("compression") == "zstd"
-         and type(coef.get("shuffle")) is bool, "coefficients: byte_order, shuffle or compression")
+    if major == 2:
+        need(integer(coef.get("bits"), 2, 8), "coefficients.bits must be an integer in 2..8")
+        need(coef.get("steps") == "float16" and coef.get("compression") == "zstd",
+             "coefficients: steps must be float16, compression zstd")
+        coef["bits"] = int(coef["bits"])
+    else:
+        need(coef.get("dtype") in STORED_DTYPE, "coefficients.dtype must be float32, float16 or int8")
+        need(coef.get("byte_order") == "little" and coef.get("compression") == "zstd"
+             and type(coef.get("shuffle")) is bool, "coefficients: byte_order, shuffle or compression")
     need(text(doc.get("license"), 4096) and text(doc.get("citation"), 65536), "license or citation")
 
     provenance = doc["provenance"]
@@ -443,12 +524,17 @@ def summary(path: str) -> str:
             f"SHA-256 of payload {contents.sha256[:16]}... verified. Dataset {meta['dataset']['name']!r} with "
             f"{len(classes)} classes ({shown}); {len(images)} images of {image['channels']}x{image['height']}x"
             f"{image['width']} (instances per class {meta['instances_per_class']}). Each class keeps k={meta['k']} "
-            f"DCT frequencies; coefficients stored as {coef['dtype']}"
-            f"{', byte-shuffled' if coef['shuffle'] and coef['dtype'] != 'int8' else ''}, zstd-compressed. "
+            f"DCT frequencies; coefficients stored as {stored_as(coef)}, zstd-compressed. "
             f"Written by {prov['library']['name']} {prov['library']['version']} on {prov['created']}"
             f"{', objective ' + prov['objective'] if prov.get('objective') else ''}. Decoded values span "
             f"[{images.min():.4g}, {images.max():.4g}] in normalised space (pixel = value*std + mean, "
             f"mean={meta['normalization']['mean']}, std={meta['normalization']['std']}).")
+
+
+def stored_as(coef: dict[str, Any]) -> str:
+    if "bits" in coef:
+        return f"{coef['bits']}-bit codes times float16 steps"
+    return coef["dtype"] + (", byte-shuffled" if coef["shuffle"] and coef["dtype"] != "int8" else "")
 
 
 if __name__ == "__main__":

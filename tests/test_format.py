@@ -193,7 +193,16 @@ def with_version(data: bytes, major: int, minor: int) -> bytes:
 
 
 def test_unknown_major_version_is_refused_clearly(artifact, tmp_path):
-    assert_refused(tmp_path, with_version(to_bytes(artifact), 2, 0), "version 2.0 is not supported")
+    for major, minor in ((3, 0), (0, 9), (65535, 1)):
+        assert_refused(tmp_path, with_version(to_bytes(artifact), major, minor),
+                       rf"version {major}\.{minor} is not supported; this fredset reads versions 1\.x and 2\.x "
+                       r"\(upgrade fredset")
+
+
+def test_content_of_the_other_major_version_is_refused(artifact, tmp_path):
+    """1.0 datasets behind a 2.0 header are refused by name (FORMAT.md section 8: a new encoding is a new major)."""
+    assert_refused(tmp_path, with_version(to_bytes(artifact), 2, 0),
+                   r"unexpected object /\w+ \(a dataset of format 1\.x, not 2\.x\)")
 
 
 def test_newer_minor_version_is_read(artifact):
@@ -224,7 +233,7 @@ def rebuilt(artifact, edit) -> bytes:
     with h5py.File(raw, "r+") as handle:
         edit(handle)
     data = raw.getvalue()
-    return pack_header(data[HEADER_SIZE:]) + data[HEADER_SIZE:]
+    return pack_header(data[HEADER_SIZE:], (1, 0)) + data[HEADER_SIZE:]
 
 
 def test_duplicate_metadata_keys_are_refused(artifact, tmp_path):
@@ -243,7 +252,7 @@ def test_superblock_must_sit_at_byte_512(artifact, tmp_path):
             for name in source:
                 handle[name] = source[name][()]
     data = moved.getvalue()[HEADER_SIZE:]
-    assert_refused(tmp_path, pack_header(data) + data, "no HDF5 superblock at byte 512")
+    assert_refused(tmp_path, pack_header(data, (1, 0)) + data, "no HDF5 superblock at byte 512")
 
 
 def test_mask_problems_are_named_before_decompressing(artifact, tmp_path):
@@ -286,7 +295,7 @@ def test_load_bytes_round_trip_equals_save_and_load(artifact, tmp_path):
 def _damaged_superblock(data: bytes) -> bytes:
     payload = bytearray(data[HEADER_SIZE:])
     payload[24:40] = b"\xff" * 16  # base, extension and end-of-file addresses; checksum recomputed
-    return pack_header(bytes(payload)) + bytes(payload)
+    return pack_header(bytes(payload), (1, 0)) + bytes(payload)
 
 
 def test_load_bytes_checks_exactly_what_reading_a_file_checks(artifact, tmp_path):
@@ -296,7 +305,7 @@ def test_load_bytes_checks_exactly_what_reading_a_file_checks(artifact, tmp_path
     bad = {
         "empty": (b"", {}), "text": (b"hello world" * 60, {}), "header only": (data[:300], {}),
         "truncated": (data[:-1], {}), "extra byte": (data + b"\0", {}), "bit flip": (bytes(flipped), {}),
-        "major version 2": (with_version(data, 2, 0), {}), "superblock": (_damaged_superblock(data), {}),
+        "major version 3": (with_version(data, 3, 0), {}), "superblock": (_damaged_superblock(data), {}),
         "extra group": (rebuilt(artifact, lambda handle: handle.create_group("extra")), {}),
         "mask index": (rebuilt(artifact, lambda handle: handle["masks"].__setitem__((1, -1), 800)), {}),
         "file size limit": (data, {"max_file_bytes": len(data) - 1}),

@@ -1,10 +1,12 @@
 """Fuzzing the reader: on any bad input ``fredset.read_file`` raises FredsetError and nothing else.
 
-a. byte mutations of whole files (checksum not fixed): always refused;
+a. byte mutations of whole files, format 1.0 and 2.0 (checksum not fixed): always refused;
 b. mutations of the metadata JSON inside a well-formed container with a valid checksum: success
    or FredsetError, and FredsetError whenever the document breaks the schema;
 c. semantic mutations written with h5py (types, shapes, values, frames, links, storage, versions);
-d. a crafted file that declares a huge decompressed size does not make the reader allocate it.
+d. a crafted file that declares a huge decompressed size does not make the reader allocate it;
+e. format 2.0: the metadata document inside its frame, the mask bitmaps, steps and codes of /data with
+   an oracle, damaged frames, and frames declaring huge sizes.
 
 Files that libhdf5 itself must parse after random damage (checksum recomputed) are fuzzed in a
 separate process by bench/fuzz_report.py: a crash in libhdf5 would take pytest down with it.
@@ -37,10 +39,11 @@ from hypothesis import strategies as st
 import fredset
 from fredset import FredsetError
 from fredset.format import to_bytes
-from fredset.format._crafting import (build_file, compact, datasets_of, decompressed, external_storage,
-                                        frames_of, hard_link_as, random_artifact, raw_zstd_frame, recompress,
-                                        replace_dataset, set_attribute, swapped_soft_link, unallocated,
-                                        virtual_dataset, with_datasets, with_frames, with_item)
+from fredset.format._crafting import (build_file, build_file_2, compact, datasets_of, decompressed,
+                                      document_of, external_storage, frames_of, hard_link_as,
+                                      quantized_artifact, random_artifact, raw_zstd_frame, recompress,
+                                      replace_dataset, sections_of, set_attribute, swapped_soft_link, unallocated,
+                                      virtual_dataset, with_datasets, with_frames, with_item)
 from fredset.format.codec import encode_block
 from fredset.format.header import HEADER_SIZE
 from fredset.format.metadata import MAX_METADATA_BYTES, schema
@@ -70,6 +73,22 @@ ARTIFACTS = {
 VALID = {name: to_bytes(artifact, encoding=encoding, shuffle=shuffle, level=3)
          for name, (artifact, encoding, shuffle) in ARTIFACTS.items()}
 NAMES = sorted(VALID)
+
+
+def _with_zero_frequency(artifact: fredset.Artifact) -> fredset.Artifact:
+    artifact.coefficients[0][:, :, 1] = 0  # class 0's second frequency: a zero step, its codes all 0
+    return artifact
+
+
+# format 2.0: planes of 35 and 36 frequencies (padding bits and none), 1 and 3 channels, 2 to 8 bits
+ARTIFACTS_2 = {
+    "gray-q4": quantized_artifact(_with_zero_frequency(make_artifact(1, (5, 7), 6, [2, 3, 1], 5)), 4),
+    "rgb-q8": quantized_artifact(make_artifact(3, (6, 6), 7, [3, 1, 2, 1], 6), 8),
+    "gray-q2": quantized_artifact(_with_zero_frequency(make_artifact(1, (3, 3), 9, [1, 2], 7)), 2),
+}
+VALID_2 = {name: to_bytes(artifact, level=3) for name, artifact in ARTIFACTS_2.items()}
+NAMES_2 = sorted(VALID_2)
+EVERY_VALID = {**VALID, **VALID_2}
 
 
 def parts_of(data: bytes) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -117,7 +136,7 @@ def test_the_building_blocks_round_trip():
 
 @st.composite
 def mutated_files(draw) -> tuple[bytes, bytes]:
-    original = VALID[draw(st.sampled_from(NAMES))]
+    original = EVERY_VALID[draw(st.sampled_from(sorted(EVERY_VALID)))]
     data = bytearray(original)
     for _ in range(draw(st.integers(1, 3))):
         kind = draw(st.sampled_from(["flip", "flip", "overwrite", "insert", "delete", "truncate", "append"]))
@@ -158,14 +177,16 @@ def test_any_mutation_without_a_fixed_checksum_is_refused(case):
         refused(mutated)
 
 
-def test_every_truncation_is_refused():
-    data = VALID["rgb-int8"]
+@pytest.mark.parametrize("name", ["rgb-int8", "gray-q4"])
+def test_every_truncation_is_refused(name):
+    data = EVERY_VALID[name]
     for length in range(len(data)):
         refused(data[:length])
 
 
-def test_every_single_bit_flip_of_the_header_is_refused():
-    data = bytearray(VALID["gray-float32"])
+@pytest.mark.parametrize("name", ["gray-float32", "rgb-q8"])
+def test_every_single_bit_flip_of_the_header_is_refused(name):
+    data = bytearray(EVERY_VALID[name])
     for position in range(HEADER_SIZE):
         for bit in range(8):
             data[position] ^= 1 << bit
@@ -176,8 +197,9 @@ def test_every_single_bit_flip_of_the_header_is_refused():
             data[position] ^= 1 << bit
 
 
-def test_every_payload_byte_is_covered_by_the_checksum():
-    data = bytearray(VALID["rgb-float16"])
+@pytest.mark.parametrize("name", ["rgb-float16", "gray-q2"])
+def test_every_payload_byte_is_covered_by_the_checksum(name):
+    data = bytearray(EVERY_VALID[name])
     for position in range(HEADER_SIZE, len(data)):
         data[position] ^= 0x10
         refused(bytes(data), "checksum")
@@ -559,7 +581,8 @@ BAD_CASES: dict[str, Callable[[], bytes]] = {
     "virtual dataset (other file)": lambda: tweaked(G32, virtual_dataset("other.h5", False)),
     "unallocated dataset": lambda: tweaked(G32, unallocated),
     # header and versions
-    "major version 2": lambda: build_file(_ARR(G32), version=(2, 0)),
+    "major version 2 with 1.0 datasets": lambda: build_file(_ARR(G32), version=(2, 0)),
+    "major version 3": lambda: build_file(_ARR(G32), version=(3, 0)),
     "major version 0": lambda: build_file(_ARR(G32), version=(0, 9)),
     "1.0 with an unknown metadata field": lambda: build_file(_ARR(G32), metadata={**_META(G32), "new": 1}),
     "1.7 with an unknown required-looking dataset of the wrong type": lambda: build_file(
@@ -591,8 +614,10 @@ BAD_CASES: dict[str, Callable[[], bytes]] = {
 @pytest.mark.parametrize("case", sorted(BAD_CASES))
 def test_semantic_mutation_is_refused(case):
     message = refused(BAD_CASES[case]())
-    if case.startswith("major version"):
-        assert "version 2.0" in message or "version 0.9" in message
+    if case.startswith("major version 2"):
+        assert "(a dataset of format 1.x, not 2.x)" in message
+    elif case.startswith("major version"):
+        assert "version 3.0 is not supported" in message or "version 0.9 is not supported" in message
 
 
 def test_newer_minor_version_with_extras_is_read():
@@ -840,3 +865,208 @@ def test_huge_counts_are_refused_before_reading_data():
     data = build_file(PARTS[G32][0], metadata=document)
     assert peak_python_allocation(lambda: refused(data, "max_decoded_bytes")) < 4 * 2**20
     assert struct.unpack_from("<Q", data, 16)[0] == len(data) - HEADER_SIZE  # the header is valid
+
+
+# -- e. format 2.0 -------------------------------------------------------------------------------
+
+PARTS_2 = {name: (datasets_of(data), document_of(datasets_of(data))) for name, data in VALID_2.items()}
+SECTIONS_2 = {name: sections_of(arrays) for name, (arrays, _) in PARTS_2.items()}
+VALIDATOR_2 = jsonschema.Draft202012Validator(schema(2))
+
+
+def test_the_2_0_building_blocks_round_trip():
+    for name, data in VALID_2.items():
+        artifact, info = fredset.read_file(data)
+        assert info.format_version == "2.0" and artifact.counts == ARTIFACTS_2[name].counts
+        arrays, document = PARTS_2[name]
+        for rebuilt in (build_file_2(arrays), build_file_2(arrays, document, sections=SECTIONS_2[name])):
+            again = fredset.load(rebuilt)
+            assert all(torch.equal(a, b) for a, b in zip(again.coefficients, artifact.coefficients))
+            assert torch.equal(again.masks, artifact.masks)
+
+
+def violates_schema_2(raw: bytes) -> bool | None:
+    """As :func:`violates_schema`, against the 2.0 schema."""
+    try:
+        document = json.loads(raw.decode("utf-8"), parse_constant=lambda name: (_ for _ in ()).throw(ValueError(name)))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return True
+    try:
+        if not VALIDATOR_2.is_valid(document):
+            return True
+        channels = document["image"]["channels"]
+        return (len(document["normalization"]["mean"]) != channels
+                or len(document["normalization"]["std"]) != channels
+                or len(document["instances_per_class"]) != len(document["dataset"]["classes"])
+                or document["k"] > document["image"]["height"] * document["image"]["width"])
+    except RecursionError:
+        return None
+
+
+@st.composite
+def mutated_documents_2(draw) -> tuple[str, bytes]:
+    name = draw(st.sampled_from(NAMES_2))
+    document = json.loads(json.dumps(PARTS_2[name][1]))
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(st.sampled_from(json_paths(document)))
+        kind = draw(st.sampled_from(["replace", "replace", "drop", "add"]))
+        if kind == "replace":
+            document = set_at(document, path, draw(JSON_VALUES | st.sampled_from([2, 8, 9, 1, 4.0, "float16"])))
+        elif kind == "drop" and path:
+            parent = functools.reduce(lambda value, key: value[key], path[:-1], document)
+            del parent[path[-1]]
+        elif kind == "add":
+            target = functools.reduce(lambda value, key: value[key], path, document)
+            if isinstance(target, dict):
+                target[draw(st.sampled_from(["extra", "dtype", "shuffle", "bits", "byte_order"]))] = draw(JSON_VALUES)
+    return name, json.dumps(document, allow_nan=True).encode("utf-8")
+
+
+@FUZZ(max_examples=500)
+@given(mutated_documents_2())
+def test_mutated_2_0_metadata_documents(case):
+    """The document inside /metadata's frame: refused whenever it breaks the 2.0 schema (or the size rules)."""
+    name, raw = case
+    result = outcome(build_file_2(PARTS_2[name][0], recompress(raw)))
+    invalid = violates_schema_2(raw)
+    event(f"{result}, {'schema-invalid' if invalid else 'schema-valid'}")
+    if invalid:
+        assert result == "error", raw[:300]
+
+
+@st.composite
+def bitmap_mutations(draw) -> tuple[str, np.ndarray]:
+    name = draw(st.sampled_from(NAMES_2))
+    bitmap = SECTIONS_2[name]["bitmap"].copy()
+    for _ in range(draw(st.integers(0, 3))):
+        row, column = draw(st.integers(0, bitmap.shape[0] - 1)), draw(st.integers(0, bitmap.shape[1] - 1))
+        kind = draw(st.sampled_from(["flip", "swap", "move", "set"]))
+        if kind == "flip":
+            bitmap[row, column] ^= 1 << draw(st.integers(0, 7))
+        elif kind == "swap":  # exchange two bits of a row: still k bits, maybe in the padding
+            bits = np.unpackbits(bitmap[row], bitorder="little")
+            a, b = draw(st.integers(0, len(bits) - 1)), draw(st.integers(0, len(bits) - 1))
+            bits[[a, b]] = bits[[b, a]]
+            bitmap[row] = np.packbits(bits, bitorder="little")
+        elif kind == "move":
+            bitmap[[row, (row + 1) % bitmap.shape[0]]] = bitmap[[(row + 1) % bitmap.shape[0], row]]
+        else:
+            bitmap[row, column] = draw(st.sampled_from([0, 255, 1, 128]))
+    return name, bitmap
+
+
+@FUZZ(max_examples=300)
+@given(bitmap_mutations())
+def test_random_bitmaps(case):
+    """Oracle: read exactly when every row sets k bits and no padding bit; then the masks are those bits."""
+    name, bitmap = case
+    _, document = PARTS_2[name]
+    plane, k = document["image"]["height"] * document["image"]["width"], document["k"]
+    bits = np.unpackbits(bitmap, axis=1, bitorder="little")
+    valid = not bits[:, plane:].any() and bool((bits.sum(axis=1) == k).all())
+    data = build_file_2(PARTS_2[name][0], sections={**SECTIONS_2[name], "bitmap": bitmap})
+    assert outcome(data) == ("ok" if valid else "error")
+    if valid:
+        assert np.array_equal(fredset.load(data).masks.numpy(), np.nonzero(bits)[1].reshape(-1, k))
+
+
+INTERESTING_STEPS = [0.0, -0.0, np.nan, -np.nan, np.inf, -np.inf, -1.0, 65504.0, 6e-8, -6e-8, 1.0, 0.25]
+
+
+@st.composite
+def value_mutations(draw) -> tuple[str, dict[str, np.ndarray]]:
+    name = draw(st.sampled_from(NAMES_2))
+    changed = {key: value.copy() for key, value in SECTIONS_2[name].items()}
+    for _ in range(draw(st.integers(1, 3))):
+        target = draw(st.sampled_from(["steps", "codes", "codes"]))
+        flat = changed[target].reshape(-1)
+        index = draw(st.integers(0, flat.size - 1))
+        if target == "steps":
+            flat[index] = draw(st.sampled_from(INTERESTING_STEPS))
+        else:
+            flat[index] = draw(st.sampled_from([0, 1, -1, 2, -2, 3, -3, 7, -7, 8, -8, 127, -127, -128]))
+    return name, changed
+
+
+@FUZZ(max_examples=400)
+@given(value_mutations())
+def test_random_steps_and_codes(case):
+    """Oracle: read exactly when every step is finite, >= 0 and not -0.0, every code is in the b-bit range and
+    0 under a zero step; then every value is step x code."""
+    name, changed = case
+    bits = PARTS_2[name][1]["coefficients"]["bits"]
+    counts = PARTS_2[name][1]["instances_per_class"]
+    steps, codes = changed["steps"], changed["codes"]
+    zero = np.repeat(steps == 0, counts, axis=0)
+    valid = (bool(np.isfinite(steps).all()) and not np.signbit(steps).any()
+             and -(2 ** (bits - 1)) <= int(codes.min()) and int(codes.max()) <= 2 ** (bits - 1) - 1
+             and not (codes[zero] != 0).any())
+    data = build_file_2(PARTS_2[name][0], sections=changed)
+    assert outcome(data) == ("ok" if valid else "error")
+    if valid:
+        values = torch.cat(fredset.load(data).coefficients).numpy()
+        assert values.tobytes() == (np.repeat(steps.astype(np.float32), counts, axis=0) * codes).tobytes()
+
+
+@st.composite
+def frame_damage_2(draw) -> tuple[str, bytes]:
+    name = draw(st.sampled_from(NAMES_2))
+    arrays = dict(PARTS_2[name][0])
+    target = draw(st.sampled_from(["data", "data", "metadata"]))
+    frame = bytearray(arrays[target].tobytes())
+    for _ in range(draw(st.integers(1, 3))):
+        position = draw(st.integers(0, len(frame) - 1))
+        kind = draw(st.sampled_from(["flip", "flip", "overwrite", "insert", "delete", "truncate", "append"]))
+        if kind == "flip":
+            frame[position] ^= 1 << draw(st.integers(0, 7))
+        elif kind == "overwrite":
+            frame[position:position + 8] = draw(st.binary(min_size=1, max_size=8))
+        elif kind == "insert":
+            frame[position:position] = draw(st.binary(min_size=1, max_size=8))
+        elif kind == "delete":
+            del frame[position:position + draw(st.integers(1, 8))]
+        elif kind == "truncate":
+            del frame[max(position, 1):]
+        else:
+            frame += draw(st.binary(min_size=1, max_size=8))
+    arrays[target] = np.frombuffer(bytes(frame), dtype="u1")
+    return name, build_file_2(arrays)
+
+
+@FUZZ(max_examples=500)
+@given(frame_damage_2())
+def test_damaged_2_0_frames(case):
+    name, data = case
+    if outcome(data) == "ok":  # no content checksum: damaged literals may decode
+        artifact = fredset.load(data)
+        assert all(torch.isfinite(c).all() for c in artifact.coefficients)
+        assert artifact.counts == ARTIFACTS_2[name].counts
+        artifact.validate()  # what the reader built without re-checking is on its grid
+
+
+def bomb_file_2(declared: int | None = None, metadata_declared: int | None = None) -> bytes:
+    """Metadata declaring 2**24 instances x 48 channels of a 1x1 image (3 GiB decoded, within the default limit)
+    and a 17-byte /data frame declaring the size that implies (or ``declared``); or a /metadata frame
+    declaring ``metadata_declared`` bytes."""
+    arrays, document = PARTS_2["gray-q4"]
+    document = {**document, "image": {"channels": 48, "height": 1, "width": 1}, "k": 1,
+                "normalization": {"mean": [0.0] * 48, "std": [1.0] * 48}, "instances_per_class": [2**24, 1, 1]}
+    implied = 3 * 1 + 2 * 3 * 48 + (2**24 + 2) * 48
+    data = np.frombuffer(raw_zstd_frame(implied if declared is None else declared, window_descriptor=0x88), "u1")
+    metadata = raw_zstd_frame(metadata_declared) if metadata_declared is not None else document
+    return build_file_2({**arrays, "data": data}, metadata)
+
+
+@pytest.mark.parametrize("declared", [None, 2**40, 2**62])
+def test_huge_declared_data_size_is_not_allocated(declared):
+    data = bomb_file_2(declared)
+    assert len(data) < 8192
+    peak = peak_python_allocation(lambda: refused(data, "/data"))
+    assert peak < 4 * 2**20, f"reading a {len(data)}-byte file allocated {peak} bytes"
+
+
+@pytest.mark.parametrize("declared", [MAX_METADATA_BYTES, MAX_METADATA_BYTES + 1, 2**62])
+def test_huge_declared_metadata_size_is_not_allocated(declared):
+    data = bomb_file_2(metadata_declared=declared)
+    peak = peak_python_allocation(lambda: refused(data, "/metadata"))
+    assert peak < 4 * 2**20, f"reading a {len(data)}-byte file allocated {peak} bytes"

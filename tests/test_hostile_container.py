@@ -487,3 +487,32 @@ def test_metadata_of_a_newer_minor_version_may_add_fields():
     document["future_field"] = [1, 2]
     data = build_file(ARRAYS["float32"], metadata=document, version=NEWER, tweak=committed_datatype("t", "f4"))
     assert same_content(fredset.load(data), fredset.load(FLOAT32))
+
+
+# -- format 2.0: the same limits over libhdf5's 1.8 structures (links in the object header, then dense) ---
+
+TWO = to_bytes(random_artifact(1, (5, 7), 6, [2, 3, 1], 9, mean=[0.1], std=[0.2]), encoding="q4", level=3)
+
+
+@pytest.mark.parametrize("version", [(2, 0), (2, 1)])
+@pytest.mark.parametrize("count,what,fragment", [
+    (20_000, "link", "more than 1024 links"), (3000, "group", ""), (1025, "dataset", "")])
+def test_wide_2_0_trees_are_refused_quickly(version, count, what, fragment):
+    """Past 8 links libhdf5's 1.8 structures keep a group's links in a fractal heap and a B-tree: another code
+    path than 1.0's symbol tables, under the same limits. A 2.0 file of minor 0 refuses the first extra object,
+    a newer minor the link past 1024."""
+    data = build_file(datasets_of(TWO), tweak=extra_objects(count, what), version=version, libver=("v108", "v108"))
+    message = timed_refusal(data, *([] if version == (2, 0) else [fragment]))
+    if version == (2, 0):
+        assert "unexpected object" in message
+
+
+@pytest.mark.parametrize("depth", [9, 2000])
+def test_deep_2_0_trees_are_refused_quickly(depth):
+    data = build_file(datasets_of(TWO), tweak=nested_groups(depth), version=(2, 1), libver=("v108", "v108"))
+    timed_refusal(data, "nested more than 8 levels deep")
+
+
+def test_a_2_1_file_with_a_few_unknown_objects_is_read():
+    data = build_file(datasets_of(TWO), tweak=extra_objects(50, "group"), version=(2, 1), libver=("v108", "v108"))
+    assert fredset.load(data).counts == [2, 3, 1]

@@ -25,9 +25,10 @@ from conftest import load_module
 ROOT = Path(__file__).resolve().parents[1]
 VECTORS = ROOT / "spec" / "vectors"
 SEED, MUTATIONS, PER_CLASS = 0, 400, 3
+PER_CLASS_2 = 30  # files of the "2.0 content" class: its rules are all new
 # hostile classes that stay cheap to build and to decode in float64 (the report runs the big ones);
 # the metadata classes are enumerated below instead, at and beyond each limit
-HOSTILE = ("deep tree", "exotic datatype")
+HOSTILE = ("deep tree", "exotic datatype", "2.0 content")
 
 reference = load_module("fredset_agreement_reference_decoder", ROOT / "spec" / "reference_decoder.py")
 sys.path.insert(0, str(ROOT / "bench"))  # fuzz_report imports its neighbour common.py
@@ -42,21 +43,19 @@ def _corpus() -> list[tuple[str, bytes]]:
     cases += [(f"{case.index} {case.kind}", case.data) for case in fuzz_report.generate(MUTATIONS, SEED)]
     parts = {name: datasets_of(data) for name, data in fuzz_report.base_files().items()}
     for kind in HOSTILE:
-        for number in range(PER_CLASS):
+        for number in range(PER_CLASS_2 if kind == "2.0 content" else PER_CLASS):
             rng = random.Random(f"fredset-agreement:{SEED}:{kind}:{number}")
             cases.append((f"{kind} {number}", fuzz_report.hostile_file(rng, kind, parts)[0]))
     cases.append(("expensive shape 64", to_bytes(diagonal_artifact(64, (2, 1), channels=2), level=1)))
+    cases.append(("expensive shape 64 q3", to_bytes(diagonal_artifact(64, (2, 1), channels=2), encoding="q3",
+                                                    level=1)))
     return cases
 
 
-def _metadata_cases() -> list[tuple[str, bytes]]:
-    """(name, file): FORMAT.md section 3's rules at and beyond their limits, which both readers must apply."""
-    import json
+def _metadata_texts(document: dict) -> list[tuple[str, str]]:
+    """(name, JSON text): ``document`` with one of FORMAT.md section 3's rules at or beyond its limit."""
+    from fredset.format._crafting import json_with_field, nested_json
 
-    from fredset.format._crafting import build_file, datasets_of, json_with_field, nested_json
-
-    gray = datasets_of(fuzz_report.base_files()["gray-float32"])
-    document = json.loads(bytes(gray["metadata"]))
     cases = []
     for literal in ("1e400", "1" + "0" * 400, str(2**1024), "NaN", "-Infinity", "-" + "9" * 5000, "2.5e308",
                     str(2**63), "1e-400"):
@@ -78,7 +77,19 @@ def _metadata_cases() -> list[tuple[str, bytes]]:
     late = json.loads(json.dumps(document))
     late["provenance"]["created"] += "\n"  # Python's "$" would match before it; JSON Schema's does not
     cases.append(("created with a trailing newline", json.dumps(late)))
-    return [(name, build_file(gray, metadata=text)) for name, text in cases]
+    return cases
+
+
+def _metadata_cases() -> list[tuple[str, bytes]]:
+    """(name, file): FORMAT.md section 3's rules at and beyond their limits, which both readers must apply, in a
+    1.0 file and (every third case) inside a 2.0 file's compressed /metadata."""
+    from fredset.format._crafting import build_file, build_file_2, datasets_of, document_of
+
+    bases = fuzz_report.base_files()
+    gray, two = datasets_of(bases["gray-float32"]), datasets_of(bases["gray-q4"])
+    cases = [(name, build_file(gray, metadata=text)) for name, text in _metadata_texts(document_of(gray))]
+    cases += [(f"2.0 {name}", build_file_2(two, text)) for name, text in _metadata_texts(document_of(two))[::3]]
+    return cases
 
 
 CORPUS = _corpus()

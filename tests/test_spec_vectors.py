@@ -17,11 +17,14 @@ from conftest import load_module
 
 SPEC = Path(__file__).resolve().parents[1] / "spec"
 VECTORS = SPEC / "vectors"
-BAD = ["bad-checksum"]
+# negative vector -> what fredset's and the reference decoder's messages say
+BAD = {"bad-checksum": ("checksum", "checksum"), "bad-q3-padding": ("padding bit", "padding bit"),
+       "bad-q4-size": ("zstd frame declares 487 bytes", "zstd frame declares 487 bytes")}
 NAMES = sorted(p.name.removesuffix(".fredset") for p in VECTORS.glob("*.fredset") if p.stem not in BAD)
 
 
 reference = load_module("fredset_spec_reference_decoder", SPEC / "reference_decoder.py")
+make_vectors = load_module("fredset_spec_make_vectors", SPEC / "make_vectors.py")
 
 
 def _expected(name: str) -> dict[str, np.ndarray]:
@@ -33,12 +36,19 @@ def _bits(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.float32).view(np.uint32)
 
 
+def _encoding(coefficients: dict) -> str:
+    return f"q{coefficients['bits']}" if "bits" in coefficients else coefficients["dtype"]
+
+
 def test_the_vector_set_is_complete():
-    assert len(NAMES) >= 5
+    assert len(NAMES) >= 8
     for name in NAMES:
         assert (VECTORS / f"{name}.expected.npz").is_file()
-    encodings = {reference.read(str(VECTORS / f"{n}.fredset")).metadata["coefficients"]["dtype"] for n in NAMES}
-    assert encodings == {"float32", "float16", "int8"}
+    encodings = {_encoding(reference.read(str(VECTORS / f"{n}.fredset")).metadata["coefficients"]) for n in NAMES}
+    assert encodings == {"float32", "float16", "int8", "q3", "q4", "q8"}
+    versions = {reference.read(str(VECTORS / f"{n}.fredset")).version for n in NAMES}
+    assert versions == {(1, 0), (2, 0)}
+    assert set(BAD) == {p.stem for p in VECTORS.glob("bad-*.fredset")}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -52,7 +62,15 @@ def test_fredset_decodes_the_vector(name):
     assert images.dtype == np.float32 and images.shape == expected["images"].shape
     assert np.abs(images - expected["images"]).max() <= 1e-5
     assert np.array_equal(artifact.labels.numpy(), expected["labels"])
-    assert info.format_version == "1.0"
+    two = "-q" in name
+    assert info.format_version == ("2.0" if two else "1.0")
+    if two:  # the file's grid comes with it, and the values are exactly step x code on it
+        grid = artifact.quantization
+        assert grid is not None and grid.bits == info.metadata["coefficients"]["bits"] == int(name.split("-q")[1])
+        assert all(torch.equal(block, exact) for block, exact in zip(artifact.coefficients,
+                                                                      grid.apply(artifact.coefficients)))
+    else:
+        assert artifact.quantization is None
 
     dataset = fredset.FredDataset(path)
     assert np.abs(dataset.images.numpy() - expected["images"]).max() <= 1e-5
@@ -81,21 +99,24 @@ def test_reference_decoder_decodes_the_vector(name):
     assert np.array_equal(labels, artifact.labels.numpy())
 
 
-@pytest.mark.parametrize("bad", BAD)
+@pytest.mark.parametrize("bad", sorted(BAD))
 def test_negative_vectors_are_refused(bad):
     path = VECTORS / f"{bad}.fredset"
-    with pytest.raises(fredset.FredsetError, match="checksum"):
+    ours, theirs = BAD[bad]
+    with pytest.raises(fredset.FredsetError, match=ours):
         fredset.read_file(path)
-    with pytest.raises(fredset.FredsetError, match="checksum"):
+    with pytest.raises(fredset.FredsetError, match=ours):
         fredset.FredDataset(path)
-    with pytest.raises(ValueError, match="checksum"):
+    with pytest.raises(ValueError, match=theirs):
         reference.decode(str(path))
 
 
 def test_reference_decoder_refuses_malformed_headers(tmp_path):
-    data = (VECTORS / f"{NAMES[0]}.fredset").read_bytes()
+    data = (VECTORS / "gray28-float32.fredset").read_bytes()
+    two = (VECTORS / "gray28-q4.fredset").read_bytes()
     cases = {"truncated": data[:-1], "not-fredset": b"\x89HDF\r\n\x1a\n" + data[8:],
-             "major-2": data[:8] + b"\x02\x00" + data[10:], "short": data[:100]}
+             "1.0 content as 2.0": data[:8] + b"\x02\x00" + data[10:], "major-3": data[:8] + b"\x03\x00" + data[10:],
+             "2.0 content as 1.0": two[:8] + b"\x01\x00" + two[10:], "2.0 truncated": two[:-1], "short": data[:100]}
     for name, content in cases.items():
         (tmp_path / name).write_bytes(content)
         with pytest.raises(ValueError):
@@ -139,7 +160,6 @@ def test_decode_is_scipy_inverse_dct():
 
 
 def test_vectors_are_reproducible(tmp_path):
-    make_vectors = load_module("fredset_spec_make_vectors", SPEC / "make_vectors.py")
     written = make_vectors.generate(tmp_path / "a")
     names = sorted(p.name for p in written)
     assert names == sorted(p.name for p in VECTORS.iterdir() if p.suffix in (".fredset", ".npz"))
@@ -161,3 +181,4 @@ def test_vectors_readme_lists_every_file():
     for path in VECTORS.glob("*.fredset"):
         assert path.name in readme
     assert json.loads((SPEC / "metadata.schema.json").read_text("utf-8"))["$id"] == "urn:fredset:metadata:1.0"
+    assert json.loads((SPEC / "metadata-2.schema.json").read_text("utf-8"))["$id"] == "urn:fredset:metadata:2.0"

@@ -3,13 +3,17 @@
 Private: not exported by :mod:`fredset.format`, and neither the reader nor the writer uses it. Nothing
 here checks anything: :func:`build_file` puts any arrays into an HDF5 container behind a valid header,
 and a ``tweak`` (one of the factories below, or any function of the open ``h5py.File``) changes the
-container before the header is computed. Valid files come from :func:`fredset.format.to_bytes`.
+container before the header is computed. Valid files come from :func:`fredset.format.to_bytes`. Format 2.0
+files are taken apart with :func:`sections_of` and rebuilt with :func:`build_file_2` from any sections,
+frames or metadata.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,7 +23,9 @@ import torch
 import zstandard
 
 from ..artifact import Artifact
-from .header import HEADER_SIZE, VERSION, pack_header
+from ..quantize import Quantization
+from .header import HEADER_SIZE, VERSION_1, VERSION_2, pack_header
+from .writer import LIBVER_2
 
 Tweak = Callable[[h5py.File], None]
 
@@ -56,7 +62,8 @@ def metadata_array(document: dict[str, Any] | bytes | str) -> np.ndarray:
 
 
 def build_file(arrays: dict[str, Any], metadata: dict[str, Any] | bytes | str | None = None, *,
-               version: tuple[int, int] = VERSION, tweak: Tweak | None = None, libver: str | None = None) -> bytes:
+               version: tuple[int, int] = VERSION_1, tweak: Tweak | None = None,
+               libver: str | tuple[str, str] | None = None) -> bytes:
     """A well-formed HDF5 file holding ``arrays`` (name -> numpy array, in order), with a valid header.
 
     ``metadata`` (a dict, JSON text or raw bytes) replaces /metadata; ``tweak`` edits the open file last;
@@ -76,9 +83,11 @@ def build_file(arrays: dict[str, Any], metadata: dict[str, Any] | bytes | str | 
 
 
 def with_checksum(data: bytes | bytearray) -> bytes:
-    """``data`` with a header (current version) whose length and SHA-256 match its payload again."""
+    """``data`` with a header (of the version it declares, 1.0 if it is too short to) whose length and SHA-256
+    match its payload again."""
     payload = bytes(data[HEADER_SIZE:])
-    return pack_header(payload) + payload
+    version = struct.unpack_from("<HH", data, 8) if len(data) >= 12 else VERSION_1
+    return pack_header(payload, version) + payload
 
 
 def with_datasets(arrays: dict[str, Any], **changes: Any) -> dict[str, Any]:
@@ -132,6 +141,60 @@ def recompress(raw: bytes, *, content_size: bool = True) -> bytes:
 
 def decompressed(frame: bytes) -> bytes:
     return zstandard.ZstdDecompressor().decompress(frame)
+
+
+# -- format 2.0: sections of /data, frames and containers ---------------------------------------------
+
+def quantized_artifact(artifact: Artifact, bits: int) -> Artifact:
+    """``artifact`` moved to the grid :meth:`Quantization.of` picks, holding that quantization (writes 2.0)."""
+    grid = Quantization.of(artifact.coefficients, bits)
+    return dataclasses.replace(artifact, coefficients=grid.apply(artifact.coefficients), quantization=grid)
+
+
+def document_of(arrays: dict[str, Any]) -> dict[str, Any]:
+    """The metadata document of a file's datasets, 1.x (JSON) or 2.x (a zstd frame of it)."""
+    raw = arrays["metadata"].tobytes()
+    return json.loads(decompressed(raw) if raw[:4] == b"\x28\xb5\x2f\xfd" else raw)
+
+
+def sections_of(arrays: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The sections of a valid 2.0 file's /data as writable arrays: ``bitmap`` uint8 [K, ceil(H*W/8)],
+    ``steps`` float16 [K, C, k], ``codes`` int8 [N, C, k]."""
+    document = document_of(arrays)
+    image, counts, k = document["image"], document["instances_per_class"], document["k"]
+    classes, channels, width = len(counts), image["channels"], (image["height"] * image["width"] + 7) // 8
+    raw = decompressed(arrays["data"].tobytes())
+    masks_end, steps_end = classes * width, classes * width + 2 * classes * channels * k
+    return {"bitmap": np.frombuffer(raw[:masks_end], np.uint8).reshape(classes, width).copy(),
+            "steps": np.frombuffer(raw[masks_end:steps_end], "<f2").reshape(classes, channels, k).copy(),
+            "codes": np.frombuffer(raw[steps_end:], np.int8).reshape(sum(counts), channels, k).copy()}
+
+
+def data_bytes(sections: dict[str, np.ndarray]) -> bytes:
+    """The content of /data: the bitmap, steps (as little-endian float16) and codes end to end."""
+    return b"".join((np.ascontiguousarray(sections["bitmap"], np.uint8).tobytes(),
+                     np.ascontiguousarray(sections["steps"], "<f2").tobytes(),
+                     np.ascontiguousarray(sections["codes"], np.int8).tobytes()))
+
+
+def frame_array(content: bytes, *, content_size: bool = True) -> np.ndarray:
+    """``content`` as one zstd frame (level 3), stored as a uint8 dataset."""
+    return np.frombuffer(recompress(content, content_size=content_size), dtype="u1")
+
+
+def build_file_2(arrays: dict[str, Any], metadata: dict[str, Any] | bytes | str | None = None, *,
+                 sections: dict[str, np.ndarray] | None = None, version: tuple[int, int] = VERSION_2,
+                 tweak: Tweak | None = None, libver: str | tuple[str, str] | None = LIBVER_2) -> bytes:
+    """A 2.0 container like :func:`build_file`: ``metadata`` (a dict or JSON text, compressed into a frame here;
+    raw bytes are stored as they are) replaces /metadata, ``sections`` replace /data (compressed into a frame)."""
+    arrays = dict(arrays)
+    if isinstance(metadata, (dict, str)):
+        arrays["metadata"] = frame_array(metadata_array(metadata).tobytes())
+    elif metadata is not None:
+        arrays["metadata"] = np.frombuffer(metadata, dtype="u1")
+    if sections is not None:
+        arrays["data"] = frame_array(data_bytes(sections))
+    return build_file(arrays, version=version, tweak=tweak, libver=libver)
 
 
 # -- tweaks: edits of the open HDF5 file ----------------------------------------------------------

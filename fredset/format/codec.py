@@ -1,5 +1,7 @@
-"""Coefficient encodings: float32, float16, int8 (affine per class, channel and frequency), byte
-shuffle, one zstandard frame per class, with the decompressed size fixed in advance."""
+"""Coefficient encodings of format 1.0: float32, float16, int8 (affine per class, channel and frequency), byte
+shuffle, one zstandard frame per class, with the decompressed size fixed in advance; and the zstd frame
+rules both versions share (:func:`compress_frame`, :func:`decompress_frame`). Format 2.0's /data sections
+are in :mod:`fredset.format.codes`."""
 
 from __future__ import annotations
 
@@ -10,8 +12,11 @@ import zstandard
 
 from ..artifact import all_finite
 from ..errors import FredsetError
+from .metadata import BITS_ENCODINGS
 
-ENCODINGS = ("float32", "float16", "int8")
+ENCODINGS_1 = ("float32", "float16", "int8")  # written as format 1.0
+ENCODINGS_2 = tuple(BITS_ENCODINGS)  # "q2".."q8": low-bit codes, written as format 2.0
+ENCODINGS = ENCODINGS_1 + ENCODINGS_2
 _PER_THREAD = threading.local()
 _STORED_DTYPE = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2"), "int8": np.dtype("i1")}
 INT8_LIMIT = 127  # int8 codes use -127..127 so the scale is symmetric around the offset
@@ -61,8 +66,13 @@ def encode_block(values: np.ndarray, encoding: str, shuffle: bool, level: int) -
     raw = stored.reshape(-1).view(np.uint8)
     if shuffle and stored.itemsize > 1:
         raw = shuffle_bytes(raw, stored.itemsize)
+    return compress_frame(raw.tobytes(), level)
+
+
+def compress_frame(raw: bytes, level: int) -> bytes:
+    """One zstd frame of ``raw`` that declares its content size (both versions require it), no checksum."""
     compressor = zstandard.ZstdCompressor(level=level, write_content_size=True, write_checksum=False)
-    return compressor.compress(raw.tobytes())
+    return compressor.compress(raw)
 
 
 def _decompressor() -> zstandard.ZstdDecompressor:
@@ -81,25 +91,7 @@ def decode_block(frame: bytes, shape: tuple[int, int, int], encoding: str, shuff
     """
     dtype = _STORED_DTYPE[encoding]
     expected = int(np.prod(shape)) * dtype.itemsize
-    try:
-        declared = zstandard.frame_content_size(frame)
-    except zstandard.ZstdError as error:
-        raise FredsetError(f"{what}: not a zstd frame ({error})", path) from None
-    if declared != expected:
-        raise FredsetError(f"{what}: zstd frame declares {declared} bytes, the header implies {expected}"
-                           if declared >= 0 else f"{what}: zstd frame does not declare its size", path)
-    # Streaming, not one-shot: one-shot allocates the declared size up front, so a corrupt 4 KB
-    # frame declaring gigabytes would cost gigabytes; streaming output grows only with real data.
-    stream = _decompressor().decompressobj()
-    try:
-        raw = stream.decompress(frame)
-    except zstandard.ZstdError as error:
-        raise FredsetError(f"{what}: corrupt zstd frame ({error})", path) from None
-    if len(raw) != expected or not stream.eof:
-        raise FredsetError(f"{what}: zstd frame decompressed to {len(raw)} bytes, expected {expected}", path)
-    if stream.unused_data:
-        raise FredsetError(f"{what}: {len(stream.unused_data)} stray bytes after the zstd frame", path)
-    data = np.frombuffer(raw, dtype=np.uint8)
+    data = np.frombuffer(decompress_frame(frame, what, path, expected=expected), dtype=np.uint8)
     if shuffle and dtype.itemsize > 1:
         data = unshuffle_bytes(data, dtype.itemsize)
     values = data.view(dtype).reshape(shape)
@@ -111,3 +103,32 @@ def decode_block(frame: bytes, shape: tuple[int, int, int], encoding: str, shuff
     if not all_finite(values):
         raise FredsetError(f"{what}: coefficients hold NaN or infinity", path)
     return values
+
+
+def decompress_frame(frame: bytes | memoryview | np.ndarray, what: str, path: str, *, expected: int | None = None,
+                     limit: int | None = None) -> bytes:
+    """The content of ``frame``, which must be exactly one zstd frame declaring its content size: ``expected``
+    bytes exactly, or at most ``limit`` bytes. The declared size is checked before anything is decompressed,
+    so a hostile frame cannot make the reader allocate more than the metadata implies."""
+    try:
+        declared = zstandard.frame_content_size(frame)
+    except zstandard.ZstdError as error:
+        raise FredsetError(f"{what}: not a zstd frame ({error})", path) from None
+    if declared < 0:
+        raise FredsetError(f"{what}: zstd frame does not declare its size", path)
+    if expected is not None and declared != expected:
+        raise FredsetError(f"{what}: zstd frame declares {declared} bytes, the metadata implies {expected}", path)
+    if limit is not None and declared > limit:
+        raise FredsetError(f"{what}: zstd frame declares {declared} bytes, more than the {limit} allowed", path)
+    # Streaming, not one-shot: one-shot allocates the declared size up front, so a corrupt 4 KB
+    # frame declaring gigabytes would cost gigabytes; streaming output grows only with real data.
+    stream = _decompressor().decompressobj()
+    try:
+        raw = stream.decompress(frame)
+    except zstandard.ZstdError as error:
+        raise FredsetError(f"{what}: corrupt zstd frame ({error})", path) from None
+    if len(raw) != declared or not stream.eof:
+        raise FredsetError(f"{what}: zstd frame decompressed to {len(raw)} bytes, expected {declared}", path)
+    if stream.unused_data:
+        raise FredsetError(f"{what}: {len(stream.unused_data)} stray bytes after the zstd frame", path)
+    return raw

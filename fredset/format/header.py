@@ -13,7 +13,10 @@ from ..errors import FredsetError
 
 MAGIC = b"\x89FRD\r\n\x1a\n"
 HEADER_SIZE = 512  # also the HDF5 user block size
-VERSION = (1, 0)
+VERSION_1 = (1, 0)  # float32, float16 and int8 coefficients, one zstd frame per class
+VERSION_2 = (2, 0)  # low-bit codes: mask bitmaps, float16 steps and int8 codes in one zstd frame
+VERSION = VERSION_2  # the newest version this fredset writes
+NEWEST_MINOR = {1: VERSION_1[1], 2: VERSION_2[1]}  # major -> the newest minor this fredset knows
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _LAYOUT = struct.Struct("<8sHHIQ32s")  # magic, major, minor, header size, payload length, sha256
 
@@ -29,9 +32,14 @@ class Header:
     def version(self) -> str:
         return f"{self.major}.{self.minor}"
 
+    @property
+    def newer_minor(self) -> bool:
+        """A minor version newer than this fredset knows: unknown additions are ignored (FORMAT.md section 8)."""
+        return self.minor > NEWEST_MINOR[self.major]
 
-def pack_header(payload: bytes | memoryview, version: tuple[int, int] = VERSION) -> bytes:
-    """The header for ``payload`` (the file's bytes after the header)."""
+
+def pack_header(payload: bytes | memoryview, version: tuple[int, int]) -> bytes:
+    """The header for ``payload`` (the file's bytes after the header), declaring ``version`` (major, minor)."""
     digest = hashlib.sha256(payload).digest()
     fixed = _LAYOUT.pack(MAGIC, version[0], version[1], HEADER_SIZE, len(payload), digest)
     return fixed + bytes(HEADER_SIZE - len(fixed))
@@ -48,9 +56,10 @@ def parse_header(data: bytes, path: str) -> Header:
         if data[:8] == HDF5_SIGNATURE:
             raise FredsetError("an HDF5 file but not a fredset file (no fredset header)", path)
         raise FredsetError("not a fredset file (no fredset header)", path)
-    if major != VERSION[0]:
+    if major not in NEWEST_MINOR:
+        known = " and ".join(f"{known}.x" for known in NEWEST_MINOR)
         raise FredsetError(f"format version {major}.{minor} is not supported; this fredset reads "
-                           f"version {VERSION[0]}.x (upgrade fredset to read newer files)", path)
+                           f"versions {known} (upgrade fredset to read newer files)", path)
     if header_size != HEADER_SIZE:
         raise FredsetError(f"corrupt header: header size {header_size}, expected {HEADER_SIZE}", path)
     if any(data[_LAYOUT.size:HEADER_SIZE]):

@@ -1,4 +1,5 @@
-"""The metadata JSON document: built from an Artifact, validated against metadata.schema.json."""
+"""The metadata JSON document: built from an Artifact, validated against metadata.schema.json (format 1.x) or
+metadata-2.schema.json (format 2.x; they differ only in ``coefficients``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 
 from ..artifact import Artifact
 from ..errors import FredsetError
+from ..quantize import BITS
 from ..version import __version__
 
 MAX_METADATA_BYTES = 4 * 2**20
@@ -28,13 +30,18 @@ _MAX_INTEGER = int(MAX_NUMBER)  # 309 digits
 _FORBIDDEN = re.compile("[\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f\\ud800-\\udfff]")
 
 
-@functools.lru_cache(maxsize=1)
-def schema() -> dict[str, Any]:
-    """The metadata JSON Schema (spec/metadata.schema.json), as shipped with the package."""
-    return json.loads(resources.files(__package__).joinpath("metadata.schema.json").read_text("utf-8"))
+SCHEMA_FILES = {1: "metadata.schema.json", 2: "metadata-2.schema.json"}  # format major -> its schema
+BITS_ENCODINGS = {f"q{bits}": bits for bits in BITS}  # format 2.0's encodings -> bits of the codes
 
 
-def validate_metadata(document: Any, path: str, *, strict: bool = True) -> None:
+@functools.lru_cache(maxsize=None)
+def schema(major: int = 1) -> dict[str, Any]:
+    """The metadata JSON Schema of format ``major`` (spec/metadata.schema.json or spec/metadata-2.schema.json),
+    as shipped with the package."""
+    return json.loads(resources.files(__package__).joinpath(SCHEMA_FILES[major]).read_text("utf-8"))
+
+
+def validate_metadata(document: Any, path: str, *, strict: bool = True, major: int = 1) -> None:
     """Raise FredsetError naming the first schema violation (``strict=False`` ignores unknown fields).
 
     Interprets the keywords metadata.schema.json uses (type, const, enum, required, properties,
@@ -47,7 +54,7 @@ def validate_metadata(document: Any, path: str, *, strict: bool = True) -> None:
     Checks only the schema: :func:`decode_metadata` and :func:`encode_metadata` also apply the
     rules no schema keyword states (:func:`check_values`: depth, characters, number range).
     """
-    problem = _violation(schema(), document, strict)
+    problem = _violation(schema(major), document, strict)
     if problem is not None:
         where, message = problem
         raise FredsetError(f"invalid metadata at {'/'.join(where) or '(top level)'}: {message}", path)
@@ -234,6 +241,8 @@ def _show_number(value: float | int) -> str:
 
 
 def build_metadata(artifact: Artifact, encoding: str, shuffle: bool) -> dict[str, Any]:
+    """The document for ``artifact`` written with ``encoding``: a 1.0 one for float32/float16/int8, a 2.0 one
+    (``coefficients`` = bits, steps, compression) for q2..q8, where ``shuffle`` does not apply."""
     height, width = artifact.image_size
     check_values(artifact.provenance, depth=2, where=("provenance",))  # before deepcopy recurses into it
     provenance = copy.deepcopy(artifact.provenance)
@@ -250,8 +259,9 @@ def build_metadata(artifact: Artifact, encoding: str, shuffle: bool) -> dict[str
         "transform": TRANSFORM,
         "k": artifact.k,
         "instances_per_class": artifact.counts,
-        "coefficients": {"dtype": encoding, "byte_order": "little", "shuffle": bool(shuffle),
-                         "compression": "zstd"},
+        "coefficients": ({"bits": BITS_ENCODINGS[encoding], "steps": "float16", "compression": "zstd"}
+                         if encoding in BITS_ENCODINGS else
+                         {"dtype": encoding, "byte_order": "little", "shuffle": bool(shuffle), "compression": "zstd"}),
         "provenance": provenance,
         "license": artifact.license,
         "citation": artifact.citation,
@@ -268,7 +278,8 @@ def encode_metadata(document: dict[str, Any]) -> bytes:
         raise FredsetError(f"metadata is not JSON-serialisable: {error}") from None
 
 
-def decode_metadata(raw: bytes, path: str, *, strict: bool) -> dict[str, Any]:
+def decode_metadata(raw: bytes, path: str, *, strict: bool, major: int = 1) -> dict[str, Any]:
+    """The validated document of a format-``major`` file: FORMAT.md section 3 and the schema of that major."""
     if len(raw) > MAX_METADATA_BYTES:
         raise FredsetError(f"metadata is {len(raw)} bytes, more than the {MAX_METADATA_BYTES} allowed", path)
     try:
@@ -281,13 +292,15 @@ def decode_metadata(raw: bytes, path: str, *, strict: bool) -> dict[str, Any]:
     except (UnicodeDecodeError, ValueError) as error:
         raise FredsetError(f"metadata is not valid UTF-8 JSON ({str(error)[:120]})", path) from None
     check_values(document, path)
-    validate_metadata(document, path, strict=strict)
+    validate_metadata(document, path, strict=strict, major=major)
     # JSON Schema counts 64.0 as an integer; sizes are used as shapes, so make them ints.
     image = document["image"]
     for key in ("channels", "height", "width"):
         image[key] = int(image[key])
     document["k"] = int(document["k"])
     document["instances_per_class"] = [int(n) for n in document["instances_per_class"]]
+    if major == 2:
+        document["coefficients"]["bits"] = int(document["coefficients"]["bits"])
     channels = image["channels"]
     for name in ("mean", "std"):
         if len(document["normalization"][name]) != channels:

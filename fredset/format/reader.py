@@ -1,4 +1,4 @@
-"""Reading a .fredset file: verify the header, check the HDF5 structure, then load and validate.
+"""Reading a .fredset file, format 1.x or 2.x: verify the header, check the HDF5 structure, then load and validate.
 
 Order matters for safety: the whole file is read into memory with a size bound, its header and
 SHA-256 are checked in plain Python, and only then does libhdf5 open the bytes (from memory).
@@ -20,8 +20,10 @@ import torch
 
 from ..artifact import Artifact, validate_masks
 from ..errors import FredsetError
-from .codec import decode_block, dequantize_int8
-from .header import HEADER_SIZE, VERSION, parse_header
+from ..quantize import Quantization
+from .codec import decode_block, decompress_frame, dequantize_int8
+from .codes import check_codes, check_steps, dequantize_codes, section_sizes, split_sections, unpack_masks
+from .header import HEADER_SIZE, parse_header
 from .metadata import MAX_METADATA_BYTES, decode_metadata
 from .structure import checked_datasets, read_dataset, short_error
 
@@ -56,7 +58,8 @@ def read_file(source: Source, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     header = parse_header(data, path)
     try:
         with h5py.File(io.BytesIO(data), "r") as handle:
-            artifact, metadata = _read_container(handle, data, path, header.minor > VERSION[1], max_decoded_bytes)
+            read = _read_container_2 if header.major == 2 else _read_container
+            artifact, metadata = read(handle, data, path, header.newer_minor, max_decoded_bytes)
     except FredsetError:
         raise
     except Exception as error:  # libhdf5 and numpy raise many types on malformed content
@@ -145,21 +148,10 @@ def _read_container(handle: h5py.File, data: bytes, path: str, newer_minor: bool
         if name not in datasets:
             raise FredsetError(f"not a fredset file: dataset /{name} is missing", path)
 
-    metadata_bytes = datasets["metadata"].get_storage_size()  # = its size: checked by structure.checked_datasets
-    if metadata_bytes > MAX_METADATA_BYTES:
-        raise FredsetError(f"/metadata is {metadata_bytes} bytes, more than the "
-                           f"{MAX_METADATA_BYTES} allowed", path)
-    raw = bytes(read_dataset(datasets["metadata"], "metadata", data, path, (None,)))
+    raw = bytes(_metadata_dataset(datasets, data, path))
     document = decode_metadata(raw, path, strict=not newer_minor)
-    classes, k = document["dataset"]["classes"], document["k"]
-    image = document["image"]
-    channels, height, width = image["channels"], image["height"], image["width"]
-    counts = document["instances_per_class"]
+    classes, k, counts, channels, height, width = _shape(document, path, max_decoded_bytes)
     encoding = document["coefficients"]
-    decoded = sum(counts) * channels * height * width * 4
-    if decoded > max_decoded_bytes:
-        raise FredsetError(f"decoded images would need {decoded} bytes, more than the "
-                           f"{max_decoded_bytes}-byte limit (max_decoded_bytes)", path)
 
     masks = read_dataset(datasets["masks"], "masks", data, path, (len(classes), k)).astype(np.int64)
     try:  # checked now, before any frame is decompressed (the Artifact checks again)
@@ -193,16 +185,85 @@ def _read_container(handle: h5py.File, data: bytes, path: str, newer_minor: bool
     # One thread: a pool measured slower here (thread start-up outweighs ~0.1 ms frames).
     coefficients = [decode_class(label) for label in range(len(counts))]
 
+    return _artifact(document, coefficients, masks, path), document
+
+
+def _read_container_2(handle: h5py.File, data: bytes, path: str, newer_minor: bool,
+                      max_decoded_bytes: int) -> tuple[Artifact, dict[str, Any]]:
+    """Format 2.x (FORMAT.md section 13): /metadata a zstd frame of the JSON, /data one frame of the masks'
+    bitmaps, the float16 steps and the int8 codes; every size checked before anything is decompressed."""
+    datasets = checked_datasets(handle, path, newer_minor, major=2)
+    for name in ("metadata", "data"):
+        if name not in datasets:
+            raise FredsetError(f"not a fredset 2.x file: dataset /{name} is missing", path)
+    frame = _metadata_dataset(datasets, data, path)
+    document = decode_metadata(decompress_frame(frame, "/metadata", path, limit=MAX_METADATA_BYTES), path,
+                               strict=not newer_minor, major=2)
+    _, k, counts, channels, height, width = _shape(document, path, max_decoded_bytes)
+    bits = document["coefficients"]["bits"]
+
+    plane = height * width
+    stored = read_dataset(datasets["data"], "data", data, path, (None,))
+    raw = decompress_frame(stored, "/data", path, expected=sum(section_sizes(counts, channels, plane, k)))
+    sections = split_sections(raw, counts, channels, plane, k)
+    masks = unpack_masks(sections.bitmap, plane, k, path)  # increasing and in range by construction
+    check_steps(sections.steps, path)
+    check_codes(sections.codes, sections.steps, counts, bits, path)
+    steps = sections.steps.view("<f2").astype(np.float32)  # float16 -> float32 is exact
+    values = dequantize_codes(sections.codes, steps, counts)
+    starts = np.cumsum([0] + counts)
+    coefficients = [torch.from_numpy(values[starts[label]:starts[label + 1]]) for label in range(len(counts))]
+    artifact = _artifact(document, coefficients, torch.from_numpy(masks), path)
+    # Every value is step x code with the code in range, and 0 where the step is 0, so the values lie on this
+    # grid by construction: set it after validation, which would re-check that with torch at a cost.
+    artifact.quantization = _grid(bits, steps)
+    return artifact, document
+
+
+def _grid(bits: int, steps: np.ndarray) -> Quantization:
+    """The file's grid, from steps already checked (finite, >= 0, float16 values, [K, C, k] float32):
+    Quantization's own checks cost a few torch operations per class, which for many classes would cost more
+    than reading the file."""
+    grid = object.__new__(Quantization)
+    object.__setattr__(grid, "bits", bits)
+    object.__setattr__(grid, "steps", [torch.from_numpy(class_steps) for class_steps in steps])
+    return grid
+
+
+def _metadata_dataset(datasets: dict[str, h5py.h5d.DatasetID], data: bytes, path: str) -> np.ndarray:
+    """/metadata's stored bytes (JSON in 1.x, a zstd frame of it in 2.x), after the 4 MiB bound."""
+    metadata_bytes = datasets["metadata"].get_storage_size()  # = its size: checked by structure.checked_datasets
+    if metadata_bytes > MAX_METADATA_BYTES:
+        raise FredsetError(f"/metadata is {metadata_bytes} bytes, more than the "
+                           f"{MAX_METADATA_BYTES} allowed", path)
+    return read_dataset(datasets["metadata"], "metadata", data, path, (None,))
+
+
+def _shape(document: dict[str, Any], path: str, max_decoded_bytes: int) -> tuple[list[str], int, list[int], int,
+                                                                                   int, int]:
+    """classes, k, counts, C, H, W of a validated document, after the decoded-size limit (FORMAT.md section 7)."""
+    image = document["image"]
+    channels, height, width = image["channels"], image["height"], image["width"]
+    counts = document["instances_per_class"]
+    decoded = sum(counts) * channels * height * width * 4
+    if decoded > max_decoded_bytes:
+        raise FredsetError(f"decoded images would need {decoded} bytes, more than the "
+                           f"{max_decoded_bytes}-byte limit (max_decoded_bytes)", path)
+    return document["dataset"]["classes"], document["k"], counts, channels, height, width
+
+
+def _artifact(document: dict[str, Any], coefficients: list[torch.Tensor], masks: torch.Tensor,
+              path: str) -> Artifact:
     dataset = document["dataset"]
+    image = document["image"]
     try:
-        artifact = Artifact(coefficients=coefficients, masks=masks, classes=classes, image_size=(height, width),
-                            mean=document["normalization"]["mean"], std=document["normalization"]["std"],
-                            dataset=dataset["name"], provenance=document["provenance"],
-                            license=document.get("license"), citation=document.get("citation"),
-                            dataset_license=dataset.get("license"))
+        return Artifact(coefficients=coefficients, masks=masks, classes=dataset["classes"],
+                        image_size=(image["height"], image["width"]), mean=document["normalization"]["mean"],
+                        std=document["normalization"]["std"], dataset=dataset["name"],
+                        provenance=document["provenance"], license=document.get("license"),
+                        citation=document.get("citation"), dataset_license=dataset.get("license"))
     except FredsetError as error:
         raise FredsetError(error.problem, path) from None
-    return artifact, document
 
 
 __all__ = ["FileInfo", "read_file", "load", "load_bytes", "HEADER_SIZE", "DEFAULT_MAX_FILE_BYTES",

@@ -11,8 +11,8 @@ import numpy as np
 
 from ..errors import FredsetError
 
-__all__ = ["DATASETS", "MAX_DEPTH", "MAX_LINKS", "MAX_NAME_LENGTH", "checked_datasets", "read_dataset",
-           "short_error"]
+__all__ = ["DATASETS", "DATASETS_2", "DATASETS_OF", "MAX_DEPTH", "MAX_LINKS", "MAX_NAME_LENGTH", "checked_datasets",
+           "read_dataset", "short_error"]
 
 # name -> (stored dtype, number of dimensions); quantization only with int8 coefficients. The HDF5
 # datatype must be exactly the standard type of that dtype (see _type_problem).
@@ -23,6 +23,13 @@ DATASETS = {
     "coefficient_offsets": (np.dtype("<u8"), 1),
     "quantization": (np.dtype("<f4"), 4),
 }
+# format 2.0: /metadata is a zstd frame of the JSON, /data one zstd frame of the masks, steps and codes
+DATASETS_2 = {
+    "metadata": (np.dtype("u1"), 1),
+    "data": (np.dtype("u1"), 1),
+}
+DATASETS_OF = {1: DATASETS, 2: DATASETS_2}  # format major -> its datasets
+_ANY_DATASET = {**DATASETS, **DATASETS_2}
 _ALLOWED_LAYOUTS = (h5py.h5d.CONTIGUOUS, h5py.h5d.COMPACT)
 
 # Limits of the HDF5 structure (FORMAT.md section 2), checked while walking the links and before
@@ -35,8 +42,10 @@ _LINK_NAME = re.compile(rb"[A-Za-z0-9_][A-Za-z0-9_.-]{0,%d}\Z" % (MAX_NAME_LENGT
 _LINK_KINDS = {h5py.h5l.TYPE_SOFT: "a soft link", h5py.h5l.TYPE_EXTERNAL: "an external link"}
 
 
-def checked_datasets(handle: h5py.File, path: str, newer_minor: bool) -> dict[str, h5py.h5d.DatasetID]:
-    """The known top-level datasets, after checking every link and object; reads no data.
+def checked_datasets(handle: h5py.File, path: str, newer_minor: bool, major: int = 1
+                     ) -> dict[str, h5py.h5d.DatasetID]:
+    """The known top-level datasets of a format-``major`` file, after checking every link and object; reads no
+    data.
 
     First the links are walked (bounded: see _walk), then each dataset is opened once: the known
     ones must have their exact type, rank and safe storage; unknown datasets of a newer minor
@@ -46,8 +55,9 @@ def checked_datasets(handle: h5py.File, path: str, newer_minor: bool) -> dict[st
     if not newer_minor and h5py.h5a.get_num_attrs(handle.id):
         raise FredsetError("unexpected attributes on the root group", path)
     found = {}
-    for name in _walk(handle, path, newer_minor):
-        known = name in DATASETS
+    known_datasets = DATASETS_OF[major]
+    for name in _walk(handle, path, newer_minor, major):
+        known = name in known_datasets
         kind = h5py.h5o.get_info(handle.id, name.encode()).type
         if kind != h5py.h5o.TYPE_DATASET:
             if known:
@@ -55,22 +65,23 @@ def checked_datasets(handle: h5py.File, path: str, newer_minor: bool) -> dict[st
             continue  # a newer minor version's group or committed datatype: ignored, not opened
         dataset = h5py.h5d.open(handle.id, name.encode())
         if known:
-            _check_expected(dataset, name, path)
+            _check_expected(dataset, name, path, known_datasets)
         _check_storage(dataset, name, handle, path, newer_minor)
         if known:
             found[name] = dataset
     return found
 
 
-def _walk(handle: h5py.File, path: str, newer_minor: bool) -> list[str]:
+def _walk(handle: h5py.File, path: str, newer_minor: bool, major: int) -> list[str]:
     """The paths (without the leading /) of all hard links, after checking the links themselves.
 
     One pass of libhdf5's link visit (linear; each group is entered once, however many links reach
     it), stopped at the first link that breaks a rule: more than MAX_LINKS links, a name outside
     _LINK_NAME, a path deeper than MAX_DEPTH, a repeated path, a soft, external or user-defined
-    link, or, for a file of the same or an older minor version, anything but the five datasets.
-    Nothing is opened here.
+    link, or, for a file of the same or an older minor version, anything but the datasets of format
+    ``major``. Nothing is opened here.
     """
+    known = DATASETS_OF[major]
     names: list[str] = []
     seen: set[bytes] = set()
     problems: list[str] = []  # raising inside a libhdf5 callback is not safe: stop the visit instead
@@ -98,8 +109,10 @@ def _walk(handle: h5py.File, path: str, newer_minor: bool) -> list[str]:
             kind = _LINK_KINDS.get(info.type, "a user-defined link")
             problems.append(f"/{text} is {kind}; only plain (hard-linked) datasets are allowed")
             return 1
-        if not newer_minor and text not in DATASETS:
-            problems.append(f"unexpected object /{text}")
+        if not newer_minor and text not in known:
+            other = next((m for m, table in DATASETS_OF.items() if m != major and text in table), None)
+            problems.append(f"unexpected object /{text}"
+                            + (f" (a dataset of format {other}.x, not {major}.x)" if other is not None else ""))
             return 1
         names.append(text)
         return None
@@ -172,8 +185,8 @@ def _type_problem(type_id: h5py.h5t.TypeID, expected: np.dtype) -> str | None:
     return None
 
 
-def _check_expected(dataset: h5py.h5d.DatasetID, name: str, path: str) -> None:
-    expected_dtype, ndim = DATASETS[name]
+def _check_expected(dataset: h5py.h5d.DatasetID, name: str, path: str, known: dict[str, Any]) -> None:
+    expected_dtype, ndim = known[name]
     problem = _type_problem(dataset.get_type(), expected_dtype)
     if problem is not None:
         raise FredsetError(f"/{name} has the wrong HDF5 datatype ({problem}); it must be "
@@ -203,7 +216,7 @@ def read_dataset(dataset: h5py.h5d.DatasetID, name: str, data: bytes, path: str,
     if len(got) != len(shape) or any(want is not None and size != want for size, want in zip(got, shape)):
         expected = "x".join("n" if s is None else str(s) for s in shape)
         raise FredsetError(f"/{name} has shape {got}, expected {expected}", path)
-    dtype = DATASETS[name][0]
+    dtype = _ANY_DATASET[name][0]
     count = int(np.prod(got, dtype=np.int64))
     start = dataset.get_offset()  # absolute byte offset of contiguous data; None when compact
     if start is None:
