@@ -33,7 +33,7 @@ def test_conv_weights_are_compared_per_output_channel():
 
 def test_reference_loops():
     assert loops_for(1) == (1, 1) and loops_for(10) == (10, 50) and loops_for(50) == (50, 10)
-    assert loops_for(2) == (1, 1) and loops_for(15) == (10, 50)
+    assert loops_for(2) == (1, 1) and loops_for(15) == (10, 50) and loops_for(0.3) == (1, 1)
 
 
 def test_dc_lowers_its_distance():

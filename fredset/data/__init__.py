@@ -6,8 +6,8 @@
 """
 
 from .idx import read_idx
-from .realdata import RealData
+from .realdata import RealData, hold_out
 from .registry import DATASETS, DatasetSpec, dataset_spec, find_root
 from .sources import load_dataset
 
-__all__ = ["DATASETS", "DatasetSpec", "RealData", "dataset_spec", "find_root", "load_dataset", "read_idx"]
+__all__ = ["DATASETS", "DatasetSpec", "RealData", "dataset_spec", "find_root", "hold_out", "load_dataset", "read_idx"]

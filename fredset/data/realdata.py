@@ -86,3 +86,25 @@ class RealData:
             picks = torch.randint(size, (count,), generator=generator, device=generator.device)
         chosen = indices[picks.to(indices.device)]
         return self.images[chosen.to(self.images.device)]
+
+
+def hold_out(real: RealData, per_class: int, *, seed: int = 0) -> tuple[RealData, RealData]:
+    """``(rest, validation)``: ``per_class`` random images of every class held out of ``real`` (a training
+    split), for tuning on data the test set never sees. The draw depends only on ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    held = []
+    for label, indices in enumerate(real.class_indices()):
+        if not 1 <= per_class < len(indices):
+            raise FredsetError(f"dataset {real.name!r}: cannot hold out {per_class} of the {len(indices)} images "
+                               f"of class {label}")
+        held.append(indices[torch.randperm(len(indices), generator=generator)[:per_class]])
+    chosen = torch.zeros(len(real), dtype=torch.bool)
+    chosen[torch.cat(held)] = True
+
+    def part(mask: torch.Tensor, split: str) -> RealData:
+        return RealData(real.name, real.images[mask], real.labels[mask], list(real.classes), real.mean, real.std,
+                        {**real.source, "split": split, "held_out": {"per_class": per_class, "seed": seed}},
+                        real.license)
+
+    base = real.split or "train"
+    return part(~chosen, f"{base} minus validation"), part(chosen, f"validation from {base}")

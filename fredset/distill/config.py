@@ -15,11 +15,18 @@ import torch
 
 from ..augment import STRATEGY
 from ..errors import FredsetError
+from ..files import summarised_source
+from ..quantize import BITS
+from .budget import DEFAULT_BUDGET_BITS, DEFAULT_BUDGET_K_DIVISOR, budget_k, plan_instances
 from .objectives import OBJECTIVES, Objective
 from .options import check, flag_name, option
 from .synset import instances_per_class
 
-__all__ = ["DistillConfig", "ResolvedRun"]
+__all__ = ["CITATION", "DistillConfig", "ResolvedRun"]
+
+CITATION = ("@inproceedings{shin2023fred, title={Frequency Domain-based Dataset Distillation}, "
+            "author={Shin, Donghyeok and Shin, Seungjae and Moon, Il-Chul}, "
+            "booktitle={Advances in Neural Information Processing Systems}, year={2023}}")
 
 
 def _lr_help() -> str:
@@ -43,9 +50,21 @@ class DistillConfig:
                             choices=tuple(OBJECTIVES))
     parameterization: str = option("freq", "freq: FreD (masked DCT coefficients); pixel: ipc images per class, "
                                    "the baseline.", choices=("freq", "pixel"))
-    ipc: float = option(1.0, "Storage budget: floats per class / (C*H*W).", type=float)
+    ipc: float | None = option(None, "Storage budget in FreD's unit: floats per class / (C*H*W) (default 1; with a "
+                               "byte budget, the equivalent is recorded).", type=float, show_default=False)
+    bytes_per_class: int | None = option(None, "Byte budget instead of --ipc: the whole file is at most this times "
+                                         "the number of classes; instances per class follow from it, --k and "
+                                         "--bits.", type=int, minimum=1, metavar="BYTES")
+    max_bytes: int | None = option(None, "Byte budget instead of --ipc: the whole file, everything included, is at "
+                                   "most this many bytes.", type=int, minimum=1, metavar="BYTES")
+    bits: int | None = option(None, f"Store {min(BITS)}..{max(BITS)}-bit coefficient codes and distil through "
+                              f"their quantiser (default: float coefficients; with a byte budget "
+                              f"{DEFAULT_BUDGET_BITS}).", type=int, minimum=min(BITS))
     k: int | None = option(None, "Frequencies kept per class (default H*W/16: 49 at 28x28, 64 at 32x32; TM: 64 "
-                           "where an image has >= 256 pixels).", type=int, minimum=1)
+                           f"where an image has >= 256 pixels; with a byte budget H*W/{DEFAULT_BUDGET_K_DIVISOR:g}).",
+                           type=int, minimum=1)
+    instances: int | None = option(None, "Instances per class (default: what --ipc or the byte budget buys).",
+                                   type=int, minimum=2)
     iterations: int = option(1000, "Distillation iterations.", type=int, minimum=0)
     lr: float | None = option(None, _lr_help(), type=float)
     momentum: float = option(0.5, "Momentum of the synthetic set's SGD.", type=float, minimum=0)
@@ -70,13 +89,42 @@ class DistillConfig:
         options = objective.make_options(self.options)
         height, width = real.image_size
         values = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        given = [name for name in ("ipc", "bytes_per_class", "max_bytes") if getattr(self, name) is not None]
+        if len(given) > 1:
+            raise FredsetError(f"give one budget: {' and '.join(flag_name(name) for name in given)} were both given")
+        if self.instances is not None and given:
+            raise FredsetError(f"--instances and {flag_name(given[0])} both set the instances per class; give one")
+        budget = self.byte_budget(real.num_classes)
+        if self.bits is not None and self.bits not in BITS:
+            raise FredsetError(f"--bits must be one of {', '.join(map(str, BITS))}, got {self.bits}")
         if self.parameterization == "freq":
-            values["k"] = self.k or objective.default_k(height, width)
-            instances_per_class(self.ipc, height, width, values["k"])  # refuses n < 2 early
+            smallest = min(len(index) for index in real.class_indices())
+            if budget is not None:
+                values["bits"] = self.bits or DEFAULT_BUDGET_BITS
+                values["k"] = self.k or budget_k(height, width)
+                record = {**self.record(), "bits": values["bits"], "k": values["k"]}
+                values["instances"] = plan_instances(real, budget, values["k"], values["bits"], self.seed,
+                                                     provenance={"options": record,
+                                                                 "source": summarised_source(real.source)},
+                                                     citation=CITATION)
+            else:
+                values["ipc"] = 1.0 if self.ipc is None else self.ipc
+                values["k"] = self.k or objective.default_k(height, width)
+                if self.instances is None:  # refuses n < 2 early
+                    values["instances"] = instances_per_class(values["ipc"], height, width, values["k"])
+            if values["instances"] > smallest:
+                raise FredsetError(f"{values['instances']} instances per class, but a class has only "
+                                   f"{smallest} images")
+            if self.ipc is None and (budget is not None or self.instances is not None):  # FreD's float unit
+                values["ipc"] = values["instances"] * values["k"] / (height * width)
         else:
-            if self.ipc != int(self.ipc) or self.ipc < 1:
+            if budget is not None or self.bits is not None or self.instances is not None:
+                raise FredsetError("--bytes-per-class, --max-bytes, --bits and --instances apply to the freq "
+                                   "parameterization only")
+            values["ipc"] = 1.0 if self.ipc is None else self.ipc
+            if values["ipc"] != int(values["ipc"]) or values["ipc"] < 1:
                 raise FredsetError(f"--ipc must be a whole number >= 1 for the pixel parameterization, "
-                                   f"got {self.ipc:g}")
+                                   f"got {values['ipc']:g}")
             values["k"] = None
         if values["lr"] is None:
             values["lr"] = objective.default_lr[self.parameterization]
@@ -87,6 +135,12 @@ class DistillConfig:
         partial = DistillConfig(**{**values, "options": options})
         options, prepared = objective.resolve(options, partial, real)
         return ResolvedRun(DistillConfig(**{**values, "options": options}), objective, prepared)
+
+    def byte_budget(self, num_classes: int) -> int | None:
+        """The whole file's byte budget, from --max-bytes or --bytes-per-class (None: the float budget --ipc)."""
+        if self.max_bytes is not None:
+            return self.max_bytes
+        return None if self.bytes_per_class is None else self.bytes_per_class * num_classes
 
     def record(self) -> dict[str, Any]:
         """The configuration as JSON-able values (the objective's options as a dict)."""

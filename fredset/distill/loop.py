@@ -18,14 +18,12 @@ from ..artifact import Artifact
 from ..augment import DSA
 from ..errors import FredsetError
 from ..files import summarised_source, write_atomically
-from .config import DistillConfig, ResolvedRun
+from .budget import fit_within
+from .config import CITATION, DistillConfig, ResolvedRun
 from .synset import SynSet, init_frequency_synset, init_pixel_synset
 
 __all__ = ["CITATION", "DistillConfig", "ResolvedRun", "RunState", "distill"]
 
-CITATION = ("@inproceedings{shin2023fred, title={Frequency Domain-based Dataset Distillation}, "
-            "author={Shin, Donghyeok and Shin, Seungjae and Moon, Il-Chul}, "
-            "booktitle={Advances in Neural Information Processing Systems}, year={2023}}")
 CHECKPOINT_VERSION = 1
 
 
@@ -60,7 +58,8 @@ def distill(config: DistillConfig | ResolvedRun, real: Any, *, device: torch.dev
     generator = torch.Generator().manual_seed(config.seed)
     if config.parameterization == "freq":
         synset: SynSet = init_frequency_synset(real, config.ipc, config.k, generator=generator,
-                                               mask_source=config.mask_source, device=device)
+                                               mask_source=config.mask_source, instances=config.instances,
+                                               bits=config.bits, device=device)
     else:
         synset = init_pixel_synset(real, config.ipc, generator=generator, device=device)
     optimizer = torch.optim.SGD(synset.parameters(), lr=config.lr, momentum=config.momentum)
@@ -91,7 +90,11 @@ def distill(config: DistillConfig | ResolvedRun, real: Any, *, device: torch.dev
             save_checkpoint(checkpoint, config, synset, optimizer, generator, objective, state)
     if checkpoint is not None:
         save_checkpoint(checkpoint, config, synset, optimizer, generator, objective, state)
-    return synset.to_artifact(**artifact_fields(config, real, synset, objective, state, device))
+    artifact = synset.to_artifact(**artifact_fields(config, real, synset, objective, state, device))
+    budget = config.byte_budget(real.num_classes)
+    if budget is not None:
+        artifact, _ = fit_within(artifact, budget)
+    return artifact
 
 
 def artifact_fields(config: DistillConfig, real: Any, synset: SynSet, objective: Any, state: RunState,
@@ -99,7 +102,10 @@ def artifact_fields(config: DistillConfig, real: Any, synset: SynSet, objective:
     provenance: dict[str, Any] = {
         "objective": config.objective,
         "parameterization": config.parameterization,
-        "budget": {"ipc": config.ipc, "k": config.k, "instances_per_class": synset.counts[0]},
+        "budget": {"ipc": config.ipc, "k": config.k, "instances_per_class": synset.counts[0],
+                   **({"bits": config.bits} if config.bits is not None else {}),
+                   **({"max_bytes": config.byte_budget(real.num_classes)}
+                      if config.byte_budget(real.num_classes) is not None else {})},
         "hyperparameters": {
             "lr": config.lr,
             "lr_scale": "reference unnormalised DCT-II" if config.parameterization == "freq" else "pixel",

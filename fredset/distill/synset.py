@@ -11,6 +11,7 @@ import torch
 from ..artifact import Artifact
 from ..dct import dct2, decode_classes
 from ..errors import FredsetError
+from ..quantize import Quantization, fake_quantize
 
 
 def reference_weights(height: int, width: int, *, device: torch.device | str | None = None) -> torch.Tensor:
@@ -103,6 +104,10 @@ class SynSet(torch.nn.Module):
         """All synthetic images [N, C, H, W] (normalised space), differentiable in the parameters."""
         raise NotImplementedError
 
+    def decode_class(self, label: int) -> torch.Tensor:  # pragma: no cover - interface
+        """Class ``label``'s images [n_c, C, H, W], differentiable, with a graph of their own."""
+        raise NotImplementedError
+
     @property
     def labels(self) -> torch.Tensor:
         return torch.repeat_interleave(torch.arange(len(self.counts)), torch.tensor(self.counts))
@@ -115,12 +120,16 @@ class FrequencySynSet(SynSet):
     """FreD: per class, n instances of k coefficients per channel at the class's EVR mask.
 
     Parameters are ``scaled[c]`` [n, C, k] = reference_scale * orthonormal coefficients (see
-    :func:`reference_scale`); masks are fixed buffers.
+    :func:`reference_scale`); masks are fixed buffers. With ``bits``, every decode goes through the
+    file's quantiser (:func:`fredset.quantize.fake_quantize`, straight-through gradient), so the images the
+    objective sees are bit for bit those the written file decodes to (docs/ALGORITHM.md, Quantisation).
     """
 
-    def __init__(self, coefficients: list[torch.Tensor], masks: torch.Tensor, image_size: tuple[int, int]) -> None:
+    def __init__(self, coefficients: list[torch.Tensor], masks: torch.Tensor, image_size: tuple[int, int],
+                 bits: int | None = None) -> None:
         super().__init__()
         self.image_size = tuple(image_size)
+        self.bits = bits
         self.counts = [int(c.shape[0]) for c in coefficients]
         self.register_buffer("masks", masks.clone())
         self.register_buffer("scales", reference_scale(masks, *image_size))  # float64: exact factors
@@ -128,16 +137,34 @@ class FrequencySynSet(SynSet):
             torch.nn.Parameter((block.detach().double() * self.scales[label].to(block.device)).float())
             for label, block in enumerate(coefficients))
 
-    def coefficients(self) -> list[torch.Tensor]:
-        """Orthonormal coefficients per class [n_c, C, k] (differentiable)."""
+    def unquantized(self) -> list[torch.Tensor]:
+        """Orthonormal coefficients per class [n_c, C, k] (differentiable), before any quantiser."""
         return [block / self.scales[label].to(block.dtype) for label, block in enumerate(self.scaled)]
+
+    def coefficients(self) -> list[torch.Tensor]:
+        """The coefficients the images decode from: on the quantisation grid when ``bits`` is set."""
+        blocks = self.unquantized()
+        if self.bits is not None:
+            blocks = [fake_quantize(block, self.bits) for block in blocks]
+        return blocks
 
     def decode(self) -> torch.Tensor:
         return decode_classes(self.coefficients(), self.masks, *self.image_size)
 
+    def decode_class(self, label: int) -> torch.Tensor:
+        block = self.scaled[label] / self.scales[label].to(self.scaled[label].dtype)
+        if self.bits is not None:
+            block = fake_quantize(block, self.bits)
+        return decode_classes([block], self.masks[label:label + 1], *self.image_size)
+
     def to_artifact(self, **fields: Any) -> Artifact:
-        coefficients = [c.detach().float().cpu().contiguous() for c in self.coefficients()]
-        return Artifact(coefficients=coefficients, masks=self.masks.cpu(), image_size=self.image_size, **fields)
+        coefficients = [c.detach().float().cpu().contiguous() for c in self.unquantized()]
+        quantization = None
+        if self.bits is not None:  # the same grid and values as fake_quantize's forward pass
+            quantization = Quantization.of(coefficients, self.bits)
+            coefficients = quantization.apply(coefficients)
+        return Artifact(coefficients=coefficients, masks=self.masks.cpu(), image_size=self.image_size,
+                        quantization=quantization, **fields)
 
 
 class PixelSynSet(SynSet):
@@ -155,6 +182,10 @@ class PixelSynSet(SynSet):
     def decode(self) -> torch.Tensor:
         return self.images
 
+    def decode_class(self, label: int) -> torch.Tensor:
+        start = sum(self.counts[:label])
+        return self.images[start:start + self.counts[label]]
+
     def to_artifact(self, **fields: Any) -> Artifact:
         height, width = self.image_size
         spectrum = dct2(self.images.detach().double().cpu()).flatten(-2).float()
@@ -164,19 +195,25 @@ class PixelSynSet(SynSet):
                         **fields)
 
 
-def init_frequency_synset(real: Any, ipc: float, k: int, *, generator: torch.Generator,
-                          mask_source: str = "init", device: torch.device | str = "cpu") -> FrequencySynSet:
+def init_frequency_synset(real: Any, ipc: float | None, k: int, *, generator: torch.Generator,
+                          mask_source: str = "init", instances: int | None = None, bits: int | None = None,
+                          device: torch.device | str = "cpu") -> FrequencySynSet:
     """FreD initialisation: per class n random real images, their DCT, the EVR mask
     (docs/ALGORITHM.md, FreD parameterisation and EVR mask).
 
-    ``mask_source`` "init" ranks frequencies on the n sampled images (the reference), "class" on
-    the whole class.
+    n is ``instances`` when given, else what ``ipc`` buys. ``mask_source`` "init" ranks frequencies on the n
+    sampled images (the reference), "class" on the whole class. ``bits``: decode through that quantiser.
     """
     if mask_source not in ("init", "class"):
         raise FredsetError(f"--mask-source must be 'init' or 'class', got {mask_source!r}")
     height, width = real.image_size
     smallest = min(len(index) for index in real.class_indices())
-    count = instances_per_class(ipc, height, width, k, smallest)
+    if instances is None:
+        count = instances_per_class(ipc, height, width, k, smallest)
+    elif not 2 <= instances <= smallest:
+        raise FredsetError(f"--instances must be in 2..{smallest} (the smallest class), got {instances}")
+    else:
+        count = instances
     coefficients, masks = [], []
     for label in range(real.num_classes):
         spectrum = dct2(real.sample(label, count, generator=generator).double())
@@ -184,7 +221,7 @@ def init_frequency_synset(real: Any, ipc: float, k: int, *, generator: torch.Gen
         mask = evr_mask(source, k)
         masks.append(mask)
         coefficients.append(spectrum.flatten(-2)[..., mask].float())
-    return FrequencySynSet(coefficients, torch.stack(masks), (height, width)).to(device)
+    return FrequencySynSet(coefficients, torch.stack(masks), (height, width), bits=bits).to(device)
 
 
 def init_pixel_synset(real: Any, ipc: float, *, generator: torch.Generator,

@@ -47,35 +47,42 @@ class DistributionMatching(Objective):
                 "real_embedding_dtype": "bfloat16" if self.autocast else "float32"}
 
     def iteration(self, synset: SynSet, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> float:
-        loss = self.loss(synset, generator)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if sum(synset.counts) <= micro_batch_size(self.real.image_size):
+            loss = self.loss(synset, generator)
+            loss.backward()
+            value = float(loss.detach())
+        else:
+            value = self._backward_per_class(synset, generator)
         optimizer.step()
-        return float(loss.detach())
+        return value
 
-    def loss(self, synset: SynSet, generator: torch.Generator) -> torch.Tensor:
-        """The DM loss under one fresh network, real sample and augmentation drawn from ``generator``."""
+    def _draw(self, synset: SynSet, generator: torch.Generator) -> tuple[torch.nn.Module, list, list]:
+        """This iteration's frozen network, real batches and DSA parameters, drawn in one fixed order."""
         net = build_model(self.model, self.real.channels, self.real.num_classes, self.real.image_size)
         init_parameters(net, generator)
         net = net.to(self.device).train()
         for parameter in net.parameters():
             parameter.requires_grad_(False)
-
-        synthetic = synset.decode()
-        starts = [0]
-        for count in synset.counts:
-            starts.append(starts[-1] + count)
-        real_batches, synthetic_batches = [], []
+        real_batches, augmentations = [], []
         for label in range(self.real.num_classes):
             real = self.real.sample(label, self.batch_real, generator=generator).to(self.device)
-            mine = synthetic[starts[label]:starts[label + 1]]
+            params = None
             if self.dsa is not None:
                 params = self.dsa.sample(1, self.real.image_size, generator=generator, siamese=True,
                                          device=self.device)
-                real, mine = self.dsa.apply(real, params), self.dsa.apply(mine, params)
+                real = self.dsa.apply(real, params)
             real_batches.append(real)
-            synthetic_batches.append(mine)
+            augmentations.append(params)
+        return net, real_batches, augmentations
 
+    def loss(self, synset: SynSet, generator: torch.Generator) -> torch.Tensor:
+        """The DM loss under one fresh network, real sample and augmentation drawn from ``generator``."""
+        net, real_batches, augmentations = self._draw(synset, generator)
+        synthetic = synset.decode()
+        synthetic_batches = []
+        for block, params in zip(torch.split(synthetic, synset.counts), augmentations):
+            synthetic_batches.append(self.dsa.apply(block, params) if params is not None else block)
         # Instance norm and convolutions act per image, so batching across classes equals per-class
         # passes; the real side needs no graph.
         real_features = self._embed_real(net, torch.cat(real_batches))
@@ -84,6 +91,24 @@ class DistributionMatching(Objective):
         synthetic_means = torch.stack([block.mean(dim=0) for block in
                                        torch.split(synthetic_features, synset.counts)])
         return (real_means - synthetic_means).square().sum()
+
+    def _backward_per_class(self, synset: SynSet, generator: torch.Generator) -> float:
+        """The same loss and gradient for a synthetic set larger than a micro-batch: the loss is a sum over
+        classes and class c's term depends on class c's coefficients only, so each term is decoded,
+        embedded and back-propagated on its own and its graph freed (one class's activations at a time
+        instead of the whole set's). Equal to :meth:`loss` up to float rounding; same draws."""
+        net, real_batches, augmentations = self._draw(synset, generator)
+        real_means = self._embed_real(net, torch.cat(real_batches)).view(
+            self.real.num_classes, self.batch_real, -1).mean(dim=1)
+        total = 0.0
+        for label, params in enumerate(augmentations):
+            mine = synset.decode_class(label)
+            if params is not None:
+                mine = self.dsa.apply(mine, params)
+            term = (real_means[label] - net.embed(mine).mean(dim=0)).square().sum()
+            term.backward()
+            total += float(term.detach())
+        return total
 
     @torch.no_grad()
     def _embed_real(self, net: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
