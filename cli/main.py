@@ -13,15 +13,19 @@ from typing import Any, Callable, Iterator
 
 import click
 
-from fredset import FredDataset, FredsetError, __version__, read_file, save
+from fredset import FredDataset, FredsetError, __version__, read_file, save_bytes
 from fredset.augment import STRATEGY
+from fredset.baselines import DEFAULT_MIN_QUALITY, KINDS as BASELINE_KINDS, MAX_QUALITY, build_baseline
 from fredset.data import load_dataset
+from fredset.distill.budget import fit_within
 from fredset.distill.config import DistillConfig
 from fredset.distill.loop import distill as run_distillation
 from fredset.evaluate import DEFAULT_LR as DEFAULT_EVAL_LR
 from fredset.evaluate import evaluate as run_evaluation
 from fredset.experts import SEED_STRIDE, ExpertBuffer, expert_path, index_ranges, train_experts
-from fredset.files import resolve_device
+from fredset.files import resolve_device, write_atomically
+from fredset.format.layout import file_layout
+from fredset.format.writer import ENCODINGS
 from fredset.pictures import class_grid, mask_grid, write_png
 
 from .options import OBJECTIVE_FIELDS, RUN_FIELDS, data_options, dataset_option, device_option, distill_options
@@ -128,7 +132,7 @@ def inspect(file: str, as_json: bool, grid: str | None, masks: str | None, per_c
         return
     with warnings_unless_refused():
         artifact, info = read_file(file)
-        report = file_report(artifact, info)
+        report = file_report(artifact, info, file_layout(file, info))
         if grid:
             write_png(grid, class_grid(artifact, per_class=per_class, scale=scale))
             report["grid_png"] = grid
@@ -145,8 +149,8 @@ def inspect(file: str, as_json: bool, grid: str | None, masks: str | None, per_c
 @distill_options
 @device_option
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="The .fredset file to write.")
-@click.option("--encoding", default="float32", show_default=True, type=click.Choice(["float32", "float16", "int8"]),
-              help="How coefficients are stored.")
+@click.option("--encoding", type=click.Choice(ENCODINGS),
+              help="How coefficients are stored (default: q<bits> with --bits or a byte budget, else float32).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Checkpoint file (default OUT.ckpt).")
 @click.option("--checkpoint-every", default=100, show_default=True, type=click.IntRange(0),
               help="Save a checkpoint every N iterations (0: only at the end).")
@@ -156,7 +160,7 @@ def inspect(file: str, as_json: bool, grid: str | None, masks: str | None, per_c
 @click.option("--eval-epochs", default=300, show_default=True, type=click.IntRange(1))
 @click.option("--eval-runs", default=1, show_default=True, type=click.IntRange(1))
 @reports_errors
-def distill(dataset: str, data_root: str | None, download: bool, device: str, out: str, encoding: str,
+def distill(dataset: str, data_root: str | None, download: bool, device: str, out: str, encoding: str | None,
             checkpoint: str | None, checkpoint_every: int, resume: bool, eval_every: int, eval_epochs: int,
             eval_runs: int, **options: Any) -> None:
     """Distil a dataset into a .fredset file.
@@ -165,6 +169,7 @@ def distill(dataset: str, data_root: str | None, download: bool, device: str, ou
     Examples:
       fredset distill --dataset fashion-mnist --ipc 1 --out fmnist-dm-ipc1.fredset
       fredset distill --dataset fashion-mnist --ipc 1 --iterations 20000 --out full.fredset --resume
+      fredset distill --dataset fashion-mnist --bytes-per-class 3136 --out small.fredset
       fredset buffer --dataset fashion-mnist --experts 10 --epochs 8 --out experts/
       fredset distill --dataset fashion-mnist --objective tm --buffer experts/ --out fmnist-tm-ipc1.fredset
     """
@@ -200,43 +205,96 @@ def distill(dataset: str, data_root: str | None, download: bool, device: str, ou
             click.echo(f"\ninterrupted; the last checkpoint is {checkpoint}: run the same command with --resume "
                        "to continue", err=True)
             sys.exit(130)
-    size = save(artifact, out, encoding=encoding)
-    click.echo(f"wrote {out}: {artifact.num_instances} images ({artifact.counts[0]} per class, k {artifact.k}), "
-               f"{size:,} bytes; checkpoint {checkpoint}")
+    budget = run.config.byte_budget(real.num_classes)
+    if encoding is not None and run.config.bits is not None and encoding != f"q{run.config.bits}":
+        raise FredsetError(f"--encoding {encoding} would re-quantise {run.config.bits}-bit codes; "
+                           f"use q{run.config.bits} or leave --encoding out")
+    if budget is None:
+        data = save_bytes(artifact, encoding=encoding)
+    else:  # the loop fitted the artifact already; this settles a byte the write time may add to the metadata
+        artifact, data = fit_within(artifact, budget, encoding=encoding)
+    write_atomically(out, data)
+    grid = f", {run.config.bits}-bit codes" if run.config.bits is not None else ""
+    within = f" (budget {budget:,})" if budget is not None else ""
+    click.echo(f"wrote {out}: {artifact.num_instances} images ({artifact.counts[0]} per class, k {artifact.k}"
+               f"{grid}), {len(data):,} bytes{within}; checkpoint {checkpoint}")
 
 
 @cli.command()
 @click.argument("file", metavar="FILE")
-@click.option("--dataset", metavar="NAME|PATH", help="Test data (default: the dataset named in FILE).")
+@click.option("--dataset", metavar="NAME|PATH",
+              help="Test data, and train data for --baseline (default: the dataset named in FILE).")
 @data_options
 @click.option("--model", "models", multiple=True, default=["convnet"], show_default=True,
               help="Network to train (repeat for cross-architecture: convnet, alexnet, vgg11, resnet18).")
 @click.option("--runs", default=5, show_default=True, type=click.IntRange(1), help="Fresh networks per model.")
 @click.option("--epochs", default=1000, show_default=True, type=click.IntRange(1))
-@click.option("--lr", type=float, help=f"Learning rate (default: the file's recommended lr, else {DEFAULT_EVAL_LR:g}).")
+@click.option("--lr", type=float,
+              help=f"Learning rate (default: the file's recommended lr, else {DEFAULT_EVAL_LR:g}). Baselines train "
+              f"with --lr when it is given, else {DEFAULT_EVAL_LR:g}: a file's learned lr belongs to its own images.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--dsa", default=STRATEGY, show_default=True, help="DSA strategy during training ('none' to disable).")
+@click.option("--baseline", "baselines", multiple=True, type=click.Choice(BASELINE_KINDS),
+              help="Also train on random real train images of each class stored in the file's bytes per class "
+              "(file bytes // classes) with this codec, and report the file's gain over them (repeatable).")
+@click.option("--baseline-quality", default=DEFAULT_MIN_QUALITY, show_default=True,
+              type=click.IntRange(1, MAX_QUALITY), metavar="Q",
+              help="Lowest jpeg/webp quality a baseline may use to fit the most images (then the best that fits).")
 @device_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @reports_errors
 def evaluate(file: str, dataset: str | None, data_root: str | None, download: bool, models: tuple[str, ...],
-             runs: int, epochs: int, lr: float | None, seed: int, dsa: str, device: str, as_json: bool) -> None:
+             runs: int, epochs: int, lr: float | None, seed: int, dsa: str, baselines: tuple[str, ...],
+             baseline_quality: int, device: str, as_json: bool) -> None:
     """Train fresh networks on FILE's images and report test accuracy (mean +- std over runs).
 
     The standard protocol: SGD momentum 0.9, weight decay 5e-4, batch 256, lr x0.1 halfway, DSA;
     accuracy after the last epoch (no selection on the test set).
+
+    --baseline jpeg|webp|raw trains the same models with the same protocol, runs, epochs,
+    seed and DSA on random real training images compressed into as many bytes per class as
+    FILE spends (its whole size // classes; a baseline counts only the codec's output), and
+    reports the file's improvement over each in points.
+
+    \b
+    Examples:
+      fredset evaluate data.fredset --runs 3 --epochs 300
+      fredset evaluate data.fredset --baseline jpeg --baseline raw --json
     """
     data = FredDataset(file, device=resolve_device(device))
-    test = load_dataset(dataset or data.artifact.dataset, split="test", root=data_root, download=download)
+    name = dataset or data.artifact.dataset
+    test = load_dataset(name, split="test", root=data_root, download=download)
+    baseline_lr = lr or DEFAULT_EVAL_LR
     lr = lr or data.recommended_lr or DEFAULT_EVAL_LR
+    classes = data.artifact.num_classes
+    bytes_per_class = data.info.file_bytes // classes
+    built = []
+    if baselines:  # built before any training, so a budget too small for one image fails at once
+        train = load_dataset(name, split="train", root=data_root, download=download)
+        if train.num_classes != classes:
+            raise FredsetError(f"{file} has {classes} classes but the train data {train.name} has "
+                               f"{train.num_classes}: no baseline to compare with", file)
+        built = [build_baseline(train, kind, bytes_per_class, seed=seed, min_quality=baseline_quality)
+                 for kind in dict.fromkeys(baselines)]
 
-    def on_run(model: str, run: int, accuracy: float) -> None:
+    def on_run(model: str, run: int, accuracy: float, what: str = "") -> None:
         if not as_json:
-            click.echo(f"  {model} run {run + 1}/{runs}: {accuracy:.2f}%", err=True)
+            click.echo(f"  {what}{model} run {run + 1}/{runs}: {accuracy:.2f}%", err=True)
 
     report = run_evaluation(data.images, data.targets, test, models=models, runs=runs, epochs=epochs, lr=lr,
                             seed=seed, dsa=dsa, on_run=on_run)
     report["file"] = file
+    if built:
+        report["baselines"] = {}
+    for baseline in built:
+        result = run_evaluation(baseline.images.to(data.images.device), baseline.labels.to(data.images.device),
+                                test, models=models, runs=runs, epochs=epochs, lr=baseline_lr, seed=seed, dsa=dsa,
+                                on_run=functools.partial(on_run, what=f"{baseline.kind} baseline "))
+        entry = baseline.summary()
+        entry.update(file_bytes=data.info.file_bytes, protocol=result["protocol"], results=result["results"],
+                     improvement={model: round(report["results"][model]["mean"] - result["results"][model]["mean"], 2)
+                                  for model in result["results"]})
+        report["baselines"][baseline.kind] = entry
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
@@ -245,6 +303,22 @@ def evaluate(file: str, dataset: str | None, data_root: str | None, download: bo
     for model, result in report["results"].items():
         click.echo(f"  {model:<10} {result['mean']:.2f} +- {result['std']:.2f} %   "
                    f"({', '.join(f'{a:.2f}' for a in result['accuracies'])})")
+    if built:
+        click.echo(f"baselines: random {train.name} train images in {bytes_per_class:,} bytes "
+                   f"per class ({data.info.file_bytes:,}-byte file / {classes} classes), lr {baseline_lr:g}")
+    for baseline in built:
+        entry = report["baselines"][baseline.kind]
+        counts, quality = entry["images_per_class"], entry["quality"]
+        shown_counts = f"{counts['min']}" if counts["min"] == counts["max"] else f"{counts['min']}-{counts['max']}"
+        shown_quality = ("" if quality is None else f", quality {quality['min']}" if quality["min"] == quality["max"]
+                         else f", quality {quality['min']}-{quality['max']}")
+        click.echo(f"  {baseline.kind}: {shown_counts} images per class ({baseline.total_images} in all)"
+                   f"{shown_quality}, {baseline.total_bytes / classes:,.0f} bytes per class on average "
+                   f"(max {max(r['bytes'] for r in baseline.per_class):,})")
+        for model, result in entry["results"].items():
+            click.echo(f"    {model:<10} {result['mean']:.2f} +- {result['std']:.2f} %   "
+                       f"({', '.join(f'{a:.2f}' for a in result['accuracies'])})   "
+                       f"file {entry['improvement'][model]:+.2f} points")
 
 
 @cli.command()
