@@ -748,15 +748,11 @@ def test_random_offsets(case):
         assert result == "ok"
 
 
-@st.composite
-def stream_mutations(draw) -> tuple[str, bytes]:
-    name = draw(st.sampled_from(NAMES))
-    frames = frames_of(PARTS[name][0])
-    label = draw(st.integers(0, len(frames) - 1))
-    frame = bytearray(frames[label])
+def damage(draw, frame: bytearray, kinds: list[str]) -> None:
+    """One to three drawn edits of ``frame`` in place, each of one of ``kinds``."""
     for _ in range(draw(st.integers(1, 3))):
         position = draw(st.integers(0, len(frame) - 1))
-        kind = draw(st.sampled_from(["flip", "flip", "overwrite", "insert", "delete"]))
+        kind = draw(st.sampled_from(kinds))
         if kind == "flip":
             frame[position] ^= 1 << draw(st.integers(0, 7))
         elif kind == "overwrite":
@@ -765,6 +761,19 @@ def stream_mutations(draw) -> tuple[str, bytes]:
             frame[position:position] = draw(st.binary(min_size=1, max_size=8))
         elif kind == "delete":
             del frame[position:position + draw(st.integers(1, 8))]
+        elif kind == "truncate":
+            del frame[max(position, 1):]
+        else:
+            frame += draw(st.binary(min_size=1, max_size=8))
+
+
+@st.composite
+def stream_mutations(draw) -> tuple[str, bytes]:
+    name = draw(st.sampled_from(NAMES))
+    frames = frames_of(PARTS[name][0])
+    label = draw(st.integers(0, len(frames) - 1))
+    frame = bytearray(frames[label])
+    damage(draw, frame, ["flip", "flip", "overwrite", "insert", "delete"])
     frames[label] = bytes(frame)
     return name, build_file(with_frames(PARTS[name][0], frames))
 
@@ -996,21 +1005,7 @@ def frame_damage_2(draw) -> tuple[str, bytes]:
     arrays = dict(PARTS_2[name][0])
     target = draw(st.sampled_from(["data", "data", "metadata"]))
     frame = bytearray(arrays[target].tobytes())
-    for _ in range(draw(st.integers(1, 3))):
-        position = draw(st.integers(0, len(frame) - 1))
-        kind = draw(st.sampled_from(["flip", "flip", "overwrite", "insert", "delete", "truncate", "append"]))
-        if kind == "flip":
-            frame[position] ^= 1 << draw(st.integers(0, 7))
-        elif kind == "overwrite":
-            frame[position:position + 8] = draw(st.binary(min_size=1, max_size=8))
-        elif kind == "insert":
-            frame[position:position] = draw(st.binary(min_size=1, max_size=8))
-        elif kind == "delete":
-            del frame[position:position + draw(st.integers(1, 8))]
-        elif kind == "truncate":
-            del frame[max(position, 1):]
-        else:
-            frame += draw(st.binary(min_size=1, max_size=8))
+    damage(draw, frame, ["flip", "flip", "overwrite", "insert", "delete", "truncate", "append"])
     arrays[target] = np.frombuffer(bytes(frame), dtype="u1")
     return name, build_file_2(arrays)
 
