@@ -350,19 +350,7 @@ def decode_frame(frame: bytes, shape: tuple[int, int, int], dtype_name: str, shu
     """One class's zstd frame -> stored values [n, C, k] (float32, or int8 codes)."""
     dtype = STORED_DTYPE[dtype_name]
     expected = shape[0] * shape[1] * shape[2] * dtype.itemsize
-    try:
-        declared = zstandard.frame_content_size(frame)
-    except zstandard.ZstdError:
-        raise ValueError(f"class {label}: not a zstd frame") from None
-    if declared != expected:  # checked BEFORE decompressing: bounds the allocation
-        raise ValueError(f"class {label}: zstd frame declares {declared} bytes, expected {expected}")
-    decompressor = zstandard.ZstdDecompressor().decompressobj()
-    try:
-        raw = decompressor.decompress(frame)
-    except zstandard.ZstdError as error:
-        raise ValueError(f"class {label}: corrupt zstd frame ({error})") from None
-    if len(raw) != expected or not decompressor.eof or decompressor.unused_data:
-        raise ValueError(f"class {label}: zstd data is not exactly one frame of {expected} bytes")
+    raw = one_frame(frame, f"class {label}", expected=expected)  # size checked BEFORE decompressing
     data = np.frombuffer(raw, dtype=np.uint8)
     if shuffle and dtype.itemsize > 1:  # stored as [itemsize, count]; undo the transpose
         data = data.reshape(dtype.itemsize, -1).T.copy().reshape(-1)
