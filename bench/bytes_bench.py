@@ -1,7 +1,8 @@
 """Accuracy per byte: fredset files against random real images compressed to the same bytes per class.
 
     python bench/bytes_bench.py [--bytes 784,1568,3136,6272] [--methods dm,jpeg,webp,raw] [--iterations 200]
-                                [--nets 3] [--epochs 300] [--validation 0] [--out docs/results/bytes_bench.json]
+                                [--k K,...] [--bits B,...] [--lr LR,...] [--nets 3] [--epochs 300]
+                                [--validation 0] [--out docs/results/bytes_bench.json]
 
 For every budget B (bytes per class) and method, one training set of the same bytes per class:
   dm, dc, tm   ``fredset distill --objective X --bytes-per-class B`` (the whole .fredset file, header, HDF5,
@@ -14,8 +15,10 @@ Every set trains --nets fresh ConvNets for --epochs epochs with the evaluation p
 batch 256, lr 0.01 x0.1 halfway, DSA), accuracy after the last epoch on the full test set; with
 ``--validation N`` on N images per class held out of the training set instead (tuning; the distillation and the
 baselines then draw only from the rest). Results are written after every point and a rerun skips the points
-already in --out with the same settings, so the bench can be run piece by piece. A table is printed and a PNG
-plot (accuracy against bytes per class, log axis) is drawn next to the JSON.
+already in --out with the same settings, so the bench can be run piece by piece. --k, --bits, --iterations and
+--lr take comma-separated lists: the distilled methods run every combination (a tuning sweep; points with other
+settings stay in --out). A table is printed and a PNG plot (accuracy against bytes per class, log axis, one line
+per method and setting) is drawn next to the JSON.
 """
 
 from __future__ import annotations
@@ -47,20 +50,37 @@ COLOURS = {"dm": (200, 30, 30), "dc": (230, 120, 0), "tm": (150, 0, 150), "jpeg"
            "webp": (0, 150, 150), "raw": (90, 90, 90)}
 
 
-def settings(args: argparse.Namespace, method: str) -> dict[str, Any]:
-    """What a point's result depends on; a stored point with other settings is run again."""
+def listed(text: str | None, kind: type) -> list[Any]:
+    """A comma-separated option as a list ([None] when not given: the library's default)."""
+    return [kind(item) for item in text.split(",")] if text else [None]
+
+
+def variants(args: argparse.Namespace, method: str) -> list[dict[str, Any]]:
+    """The settings of every point one method runs at one budget; a stored point with the same settings is
+    not run again."""
     common = {"nets": args.nets, "epochs": args.epochs, "validation": args.validation, "seed": args.seed}
-    if method in DISTILLED:
-        return {**common, "iterations": args.iterations, "bits": args.bits, "k": args.k}
-    return common
+    if method not in DISTILLED:
+        return [common]
+    return [{**common, "iterations": iterations, "bits": bits, "k": k, "lr": lr}
+            for iterations in listed(args.iterations, int) for bits in listed(args.bits, int)
+            for k in listed(args.k, int) for lr in listed(args.lr, float)]
 
 
-def training_set(method: str, budget: int, train: Any, args: argparse.Namespace) -> tuple[Any, Any, dict, float]:
+def label(point: dict[str, Any], points: list[dict[str, Any]]) -> str:
+    """The method, with the settings that tell its points at one budget apart when there are several."""
+    mine = [p["settings"] for p in points if p["method"] == point["method"]]
+    varying = [key for key in ("k", "bits", "iterations", "lr") if len({str(s.get(key)) for s in mine}) > 1]
+    return " ".join([point["method"]] + [f"{key} {point['settings'][key]}" for key in varying])
+
+
+def training_set(method: str, budget: int, train: Any, args: argparse.Namespace,
+                 setting: dict[str, Any]) -> tuple[Any, Any, dict, float]:
     """(images, labels, facts about the set, learning rate) for one point."""
     started = time.perf_counter()
     if method in DISTILLED:
         config = DistillConfig(dataset=train.name, objective=method, bytes_per_class=budget,
-                               iterations=args.iterations, seed=args.seed, bits=args.bits, k=args.k,
+                               iterations=setting["iterations"], seed=args.seed, bits=setting["bits"],
+                               k=setting["k"], lr=setting["lr"],
                                options={"buffer": args.buffer} if method == "tm" else None)
         artifact = distill(config.resolve(train), train)
         artifact, data = fit_within(artifact, budget * train.num_classes)
@@ -80,22 +100,23 @@ def training_set(method: str, budget: int, train: Any, args: argparse.Namespace)
     return baseline.images, baseline.labels, facts, DEFAULT_LR
 
 
-def run_point(method: str, budget: int, train: Any, test: Any, args: argparse.Namespace) -> dict[str, Any]:
-    images, labels, facts, lr = training_set(method, budget, train, args)
+def run_point(method: str, budget: int, train: Any, test: Any, args: argparse.Namespace,
+              setting: dict[str, Any]) -> dict[str, Any]:
+    images, labels, facts, lr = training_set(method, budget, train, args, setting)
     started = time.perf_counter()
     report = evaluate(images, labels, test, runs=args.nets, epochs=args.epochs, lr=lr, seed=args.seed)
     result = report["results"]["convnet"]
     return {"method": method, "bytes_per_class_budget": budget, **facts, "images": int(len(images)), "lr": lr,
             "accuracies": result["accuracies"], "mean": result["mean"], "std": result["std"],
-            "evaluation_seconds": round(time.perf_counter() - started, 1), "settings": settings(args, method)}
+            "evaluation_seconds": round(time.perf_counter() - started, 1), "settings": setting}
 
 
 def table(points: list[dict[str, Any]]) -> str:
     lines = ["| bytes/class | method | images | file or codec bytes/class | accuracy % | distil s | eval s |",
              "|---:|---|---:|---:|---:|---:|---:|"]
-    for point in sorted(points, key=lambda p: (p["bytes_per_class_budget"], p["method"])):
+    for point in sorted(points, key=lambda p: (p["bytes_per_class_budget"], label(p, points))):
         used = point.get("bytes_per_class") or 0
-        lines.append(f"| {point['bytes_per_class_budget']:,} | {point['method']} | {point['images']} | {used:,.0f} | "
+        lines.append(f"| {point['bytes_per_class_budget']:,} | {label(point, points)} | {point['images']} | {used:,.0f} | "
                      f"{point['mean']:.2f} +- {point['std']:.2f} | {point.get('distill_seconds', '-')} | "
                      f"{point['evaluation_seconds']} |")
     return "\n".join(lines)
@@ -127,15 +148,15 @@ def plot(points: list[dict[str, Any]], path: Path) -> None:
         draw.text((margin - 30, y - 6), f"{tick}", fill=(0, 0, 0))
     draw.text((width / 2 - 90, height - 25), "bytes per class (log scale)", fill=(0, 0, 0))
     draw.text((8, 20), "test accuracy %, ConvNet", fill=(0, 0, 0))
-    for row, method in enumerate(sorted({p["method"] for p in points})):
-        mine = sorted((p for p in points if p["method"] == method), key=lambda p: p["bytes_per_class_budget"])
-        colour = COLOURS.get(method, (0, 0, 0))
+    for row, name in enumerate(sorted({label(p, points) for p in points})):
+        mine = sorted((p for p in points if label(p, points) == name), key=lambda p: p["bytes_per_class_budget"])
+        colour = COLOURS.get(mine[0]["method"], (0, 0, 0))
         xy = [at(p["bytes_per_class_budget"], p["mean"]) for p in mine]
         if len(xy) > 1:
             draw.line(xy, fill=colour, width=2)
         for x, y in xy:
             draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
-        draw.text((width - margin - 60, margin + 8 + 14 * row), method, fill=colour)
+        draw.text((width - margin - 150, margin + 8 + 14 * row), name, fill=colour)
     image.save(path)
 
 
@@ -143,9 +164,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bytes", default="784,1568,3136,6272", help="Bytes per class, comma-separated.")
     parser.add_argument("--methods", default="dm,jpeg,webp,raw", help=f"Of {', '.join(DISTILLED + BASELINES)}.")
-    parser.add_argument("--iterations", type=int, default=200, help="Distillation iterations.")
-    parser.add_argument("--bits", type=int, help="Code bits of the distilled files (default: the library's).")
-    parser.add_argument("--k", type=int, help="Frequencies per class of the distilled files (default: the library's).")
+    parser.add_argument("--iterations", default="200", help="Distillation iterations (comma-separated: several).")
+    parser.add_argument("--bits", help="Code bits of the distilled files (default: the library's; several allowed).")
+    parser.add_argument("--k", help="Frequencies per class of the distilled files (default: the library's; several "
+                        "allowed).")
+    parser.add_argument("--lr", help="Distillation learning rate (default: the objective's; several allowed).")
     parser.add_argument("--buffer", help="Expert buffer for tm.")
     parser.add_argument("--nets", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=300)
@@ -167,22 +190,20 @@ def main() -> None:
         test = load_dataset("fashion-mnist", split="test", root=args.data_root)
     out = Path(args.out)
     previous = json.loads(out.read_text())["points"] if out.exists() else []
-    points = [p for p in previous]
-    for budget in (int(b) for b in args.bytes.split(",")):
-        for method in methods:
-            done = [p for p in points if p["method"] == method and p["bytes_per_class_budget"] == budget
-                    and p["settings"] == settings(args, method)]
-            if done:
-                continue
-            points = [p for p in points if not (p["method"] == method and p["bytes_per_class_budget"] == budget)]
-            print(f"running {method} at {budget:,} bytes per class", file=sys.stderr, flush=True)
-            point = run_point(method, budget, train, test, args)
-            print(json.dumps({k: point[k] for k in ("method", "bytes_per_class_budget", "images", "mean", "std")}),
-                  file=sys.stderr, flush=True)
-            points.append(point)
-            write_json(out, {"benchmark": "bytes_bench", "test_set": test.source.get("split"),
-                             "machine": machine("torch", "threads", "cpus", "cuda"),
-                             "points": points})
+    points = list(previous)
+    runs = [(budget, method, setting) for budget in (int(b) for b in args.bytes.split(","))
+            for method in methods for setting in variants(args, method)]
+    for budget, method, setting in runs:
+        if any(p["method"] == method and p["bytes_per_class_budget"] == budget and p["settings"] == setting
+               for p in points):
+            continue
+        print(f"running {method} at {budget:,} bytes per class, {setting}", file=sys.stderr, flush=True)
+        point = run_point(method, budget, train, test, args, setting)
+        print(json.dumps({k: point[k] for k in ("method", "bytes_per_class_budget", "images", "mean", "std")}),
+              file=sys.stderr, flush=True)
+        points.append(point)
+        write_json(out, {"benchmark": "bytes_bench", "test_set": test.source.get("split"),
+                         "machine": machine("torch", "threads", "cpus", "cuda"), "points": points})
     print(table(points))
     if points:
         plot(points, out.with_suffix(".png"))
