@@ -69,3 +69,7 @@ data_options = _apply([
 ])
 device_option = click.option("--device", default="auto", show_default=True,
                              help="cpu, cuda, cuda:N or auto (CUDA when available).")
+sha256_option = click.option(
+    "--sha256", metavar="HEX",
+    help="Refuse FILE unless its SHA-256 (of the whole file, as sha256sum prints it) is HEX; a URL is then "
+    "cached by this hash.")

@@ -22,7 +22,8 @@ class FredDataset(Dataset):
     :meth:`batches` instead of a DataLoader with workers.
 
     Args:
-        source: path, bytes, or binary file object of a .fredset file.
+        source: path, ``http(s)://`` URL (downloaded once into the cache: :mod:`fredset.remote`), bytes, or
+            binary file object of a .fredset file.
         device: where to decode and keep the images: ``None`` means CPU, ``"auto"`` CUDA when available;
             a device asked for by name must exist (:func:`fredset.files.resolve_device`).
         transform: applied to each image tensor in ``__getitem__``.
@@ -30,6 +31,8 @@ class FredDataset(Dataset):
         pixel_space: serve images in pixel space [0, 1] instead of the normalised space.
         max_file_bytes, max_decoded_bytes: refuse files that would need more than this; the decode's working
             memory (its intermediates, beside the images) is bounded by ``max_decoded_bytes`` as well.
+        sha256: the whole file's SHA-256 (hex, as ``sha256sum`` prints it); a file with another is refused.
+            A URL with ``sha256`` is cached by that hash (:func:`fredset.format.reader.read_file`).
 
     Attributes:
         images: float32 [N, C, H, W] on ``device``, class-sorted.
@@ -43,9 +46,9 @@ class FredDataset(Dataset):
                  transform: Callable[[torch.Tensor], Any] | None = None,
                  target_transform: Callable[[int], Any] | None = None, *, pixel_space: bool = False,
                  max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
-                 max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES) -> None:
+                 max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES, sha256: str | None = None) -> None:
         self.artifact, self.info = read_file(source, max_file_bytes=max_file_bytes,
-                                             max_decoded_bytes=max_decoded_bytes)
+                                             max_decoded_bytes=max_decoded_bytes, sha256=sha256)
         self.device = resolve_device(device)
         self.transform = transform
         self.target_transform = target_transform

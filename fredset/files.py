@@ -8,6 +8,7 @@ Nothing falls back silently: a run asked to use a GPU never quietly takes hours 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pathlib
@@ -15,14 +16,15 @@ import re
 import secrets
 import stat
 import time
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, BinaryIO
 
 import torch
 
 from .errors import FredsetError
 
-__all__ = ["create_exclusively", "file_digest", "process_alive", "remove_stale_temporaries", "resolve_device",
-           "sha256_file", "summarised_source", "write_atomically"]
+__all__ = ["create_exclusively", "file_digest", "open_atomically", "process_alive", "remove_stale_temporaries",
+           "resolve_device", "sha256_file", "summarised_source", "write_atomically"]
 
 
 def write_atomically(path: str | os.PathLike, data: bytes) -> None:
@@ -38,6 +40,19 @@ def write_atomically(path: str | os.PathLike, data: bytes) -> None:
     process is gone from this machine. A concurrent writer's temporary file is therefore never
     removed: it is fresh (written moments ago, in one call) and its process is alive; the age test
     also covers a PID seen from another machine sharing the folder.
+    """
+    with open_atomically(path) as stream:
+        stream.write(data)
+
+
+@contextlib.contextmanager
+def open_atomically(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """A binary stream whose bytes replace ``path`` when the block ends, for data written in pieces (a download).
+
+    The same temporary file, mode, fsync, rename and stale-temporary rules as :func:`write_atomically`. If the
+    block raises, the temporary file is removed and ``path`` is untouched; an ``OSError`` from the block or the
+    disk becomes a FredsetError naming ``path`` ("cannot write file"), so errors that are not the disk's should
+    be turned into FredsetError inside the block.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -61,7 +76,7 @@ def write_atomically(path: str | os.PathLike, data: bytes) -> None:
                     os.fchmod(stream.fileno(), mode)
                 except (OSError, AttributeError):  # a file system without modes (or no fchmod): keep the default
                     pass
-            stream.write(data)
+            yield stream
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)

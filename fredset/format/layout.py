@@ -22,9 +22,11 @@ __all__ = ["ESTIMATE_LEVEL_ABOVE", "file_layout"]
 ESTIMATE_LEVEL_ABOVE = 8 * 2**20  # larger /data sections are compressed at level 3 for the estimate (speed)
 
 
-def file_layout(source: Source, info: FileInfo, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> dict[str, Any]:
+def file_layout(source: Source, info: FileInfo, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+                sha256: str | None = None) -> dict[str, Any]:
     """The byte layout of the file ``info`` describes, read again from ``source`` (its SHA-256 must still be
-    ``info.sha256``, so what is shown is the file that was validated).
+    ``info.sha256``, so what is shown is the file that was validated). ``sha256`` as given to ``read_file``
+    (a URL is read from the same cache entry, without a new download).
 
     Keys: ``file``, ``header`` (512), ``hdf5_container`` (file - header - stored dataset bytes), ``datasets``
     (name -> stored bytes, in the order of their data in the file), ``metadata_json`` (bytes of the JSON,
@@ -34,7 +36,7 @@ def file_layout(source: Source, info: FileInfo, *, max_file_bytes: int = DEFAULT
     bytes and an estimate of their share of the /data frame (each section compressed alone at
     ``estimate_level``, the shares scaled to the frame's real size; the writer's level is not recorded).
     """
-    data, path = _read_bytes(source, max_file_bytes)
+    data, path = _read_bytes(source, max_file_bytes, sha256)
     header = parse_header(data, path)
     if header.sha256.hex() != info.sha256:
         raise FredsetError("the file changed while it was being inspected (its SHA-256 differs)", path)

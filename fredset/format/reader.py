@@ -8,6 +8,7 @@ variable-length, external, virtual, filtered or unallocated is ever touched.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import stat
@@ -21,6 +22,7 @@ import torch
 from ..artifact import Artifact, validate_masks
 from ..errors import FredsetError
 from ..quantize import Quantization
+from ..remote import check_sha256, fetch, forget, is_url
 from .codec import decode_block, decompress_frame, dequantize_int8
 from .codes import check_codes, check_steps, dequantize_codes, section_sizes, split_sections, unpack_masks
 from .header import HEADER_SIZE, parse_header
@@ -52,9 +54,27 @@ class FileInfo:
 
 
 def read_file(source: Source, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
-              max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES) -> tuple[Artifact, FileInfo]:
-    """Read and fully validate a .fredset file; raise FredsetError on any problem."""
-    data, path = _read_bytes(source, max_file_bytes)
+              max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+              sha256: str | None = None) -> tuple[Artifact, FileInfo]:
+    """Read and fully validate a .fredset file; raise FredsetError on any problem.
+
+    ``source`` is a path, an ``http(s)://`` URL (a ``str``; downloaded into the cache first, see
+    :mod:`fredset.remote`, and named in errors and ``FileInfo.path``), bytes, or a binary file object.
+    ``sha256``: the whole file's SHA-256 (64 hex digits, as ``sha256sum`` prints it), refused if the file's
+    differs; for a URL it is checked on the download and on a cached copy, and names the cache entry.
+    A URL's cached copy that fails these checks is removed from the cache, so the next open downloads it
+    again (a server that sent a wrong file once is not stuck in the cache).
+    """
+    data, path = _read_bytes(source, max_file_bytes, sha256)
+    try:
+        return _validated(data, path, max_decoded_bytes)
+    except FredsetError:
+        if is_url(source):
+            forget(source, sha256=sha256)
+        raise
+
+
+def _validated(data: bytes, path: str, max_decoded_bytes: int) -> tuple[Artifact, FileInfo]:
     header = parse_header(data, path)
     try:
         with h5py.File(io.BytesIO(data), "r") as handle:
@@ -70,9 +90,10 @@ def read_file(source: Source, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     return artifact, info
 
 
-def load(source: Source, **limits: int) -> Artifact:
-    """Read a .fredset file into an :class:`Artifact` (see :func:`read_file` for the limits)."""
-    return read_file(source, **limits)[0]
+def load(source: Source, *, sha256: str | None = None, **limits: int) -> Artifact:
+    """Read a .fredset file (a path, an http(s) URL, bytes or a binary file object) into an :class:`Artifact`
+    (see :func:`read_file` for ``sha256`` and the limits)."""
+    return read_file(source, sha256=sha256, **limits)[0]
 
 
 def load_bytes(data: bytes | bytearray | memoryview, **limits: int) -> Artifact:
@@ -87,8 +108,15 @@ def load_bytes(data: bytes | bytearray | memoryview, **limits: int) -> Artifact:
     return read_file(data, **limits)[0]
 
 
-def _read_bytes(source: Source, limit: int) -> tuple[bytes, str]:
-    if isinstance(source, (bytes, bytearray, memoryview)):
+def _read_bytes(source: Source, limit: int, sha256: str | None = None) -> tuple[bytes, str]:
+    """The whole file's bytes (at most ``limit``) and the name errors give it; a URL is fetched into the cache
+    first (:func:`fredset.remote.fetch`, which checks ``sha256`` itself), any other source hashed here when
+    ``sha256`` is given."""
+    digest = check_sha256(sha256)
+    if is_url(source):
+        data, path = _read_path(fetch(source, sha256=digest, max_file_bytes=limit), limit, source), source
+        digest = None  # checked by fetch, on the download or on the cached copy
+    elif isinstance(source, (bytes, bytearray, memoryview)):
         data, path = bytes(source), "<bytes>"
     elif hasattr(source, "read"):
         path = str(getattr(source, "name", "<stream>"))
@@ -101,32 +129,39 @@ def _read_bytes(source: Source, limit: int) -> tuple[bytes, str]:
             raise FredsetError("file object must be opened in binary mode", path)
     else:
         path = os.fspath(source)
-        try:
-            with _open_regular_file(path) as stream:  # a buffer of the file's size, not of the limit
-                data = stream.read(min(os.fstat(stream.fileno()).st_size, limit) + 1)
-        except FileNotFoundError:
-            raise FredsetError("no such file", path) from None
-        except OSError as error:
-            raise FredsetError(f"cannot read file ({error.strerror or error})", path) from None
-        except ValueError as error:  # a NUL byte or an unencodable character in the path
-            raise FredsetError(f"invalid path ({error})", path) from None
+        data = _read_path(path, limit, path)
     if len(data) > limit:
         raise FredsetError(f"file is larger than the {limit}-byte limit (max_file_bytes)", path)
+    if digest is not None and (actual := hashlib.sha256(data).hexdigest()) != digest:
+        raise FredsetError(f"sha256 mismatch: the file's SHA-256 is {actual}, not {digest}", path)
     return data, path
 
 
-def _open_regular_file(path: str | bytes) -> BinaryIO:
+def _read_path(path: str | bytes | os.PathLike, limit: int, shown: str | bytes) -> bytes:
+    """At most ``limit`` + 1 bytes of the regular file at ``path``; errors name ``shown``."""
+    try:
+        with _open_regular_file(path, shown) as stream:  # a buffer of the file's size, not of the limit
+            return stream.read(min(os.fstat(stream.fileno()).st_size, limit) + 1)
+    except FileNotFoundError:
+        raise FredsetError("no such file", shown) from None
+    except OSError as error:
+        raise FredsetError(f"cannot read file ({error.strerror or error})", shown) from None
+    except ValueError as error:  # a NUL byte or an unencodable character in the path
+        raise FredsetError(f"invalid path ({error})", shown) from None
+
+
+def _open_regular_file(path: str | bytes | os.PathLike, shown: str | bytes) -> BinaryIO:
     """``path`` opened for reading, after making sure it is a regular file.
 
     A FIFO would block ``open`` (and ``read``) forever and a device could be endless, so anything but
     a regular file is refused before it is opened; the check is repeated on the opened descriptor
     (opened non-blocking, so even a FIFO swapped in meanwhile cannot block) against such a swap.
     """
-    _refuse_non_regular(os.stat(path).st_mode, path)
+    _refuse_non_regular(os.stat(path).st_mode, shown)
     nonblocking = getattr(os, "O_NONBLOCK", 0)
     descriptor = os.open(path, os.O_RDONLY | nonblocking | getattr(os, "O_BINARY", 0))
     try:
-        _refuse_non_regular(os.fstat(descriptor).st_mode, path)
+        _refuse_non_regular(os.fstat(descriptor).st_mode, shown)
         if nonblocking:
             os.set_blocking(descriptor, True)
         return os.fdopen(descriptor, "rb")
