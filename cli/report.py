@@ -138,6 +138,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"{_text(provenance.get('created', '?'))}"
         + (f"; {', '.join(made)}" if made else ""),
     ]
+    if provenance.get("converted") is not None:  # fredset convert: made by another implementation
+        lines.append(f"  origin          {_text(provenance['converted'], 100)}")
     if report["recommended_lr"] is not None:
         lines.append(f"  recommended lr  {_number(report['recommended_lr'])}")
     hyperparameters = provenance.get("hyperparameters")
