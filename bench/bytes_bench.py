@@ -66,6 +66,11 @@ def variants(args: argparse.Namespace, method: str) -> list[dict[str, Any]]:
             for k in listed(args.k, int) for lr in listed(args.lr, float)]
 
 
+def stored(path: Path) -> list[dict[str, Any]]:
+    """The points already in ``path`` (none if it does not exist)."""
+    return json.loads(path.read_text())["points"] if path.exists() else []
+
+
 def label(point: dict[str, Any], points: list[dict[str, Any]]) -> str:
     """The method, with the settings that tell its points at one budget apart when there are several."""
     mine = [p["settings"] for p in points if p["method"] == point["method"]]
@@ -189,19 +194,18 @@ def main() -> None:
     else:
         test = load_dataset("fashion-mnist", split="test", root=args.data_root)
     out = Path(args.out)
-    previous = json.loads(out.read_text())["points"] if out.exists() else []
-    points = list(previous)
+    points = stored(out)
     runs = [(budget, method, setting) for budget in (int(b) for b in args.bytes.split(","))
             for method in methods for setting in variants(args, method)]
     for budget, method, setting in runs:
         if any(p["method"] == method and p["bytes_per_class_budget"] == budget and p["settings"] == setting
-               for p in points):
+               for p in stored(out)):
             continue
         print(f"running {method} at {budget:,} bytes per class, {setting}", file=sys.stderr, flush=True)
         point = run_point(method, budget, train, test, args, setting)
         print(json.dumps({k: point[k] for k in ("method", "bytes_per_class_budget", "images", "mean", "std")}),
               file=sys.stderr, flush=True)
-        points.append(point)
+        points = [*stored(out), point]  # re-read: another bench process may have added points meanwhile
         write_json(out, {"benchmark": "bytes_bench", "test_set": test.source.get("split"),
                          "machine": machine("torch", "threads", "cpus", "cuda"), "points": points})
     print(table(points))
