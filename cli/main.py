@@ -17,6 +17,7 @@ from fredset import FredDataset, FredsetError, __version__, read_file, save_byte
 from fredset.augment import STRATEGY
 from fredset.baselines import DEFAULT_MIN_QUALITY, KINDS as BASELINE_KINDS, MAX_QUALITY, build_baseline
 from fredset.convert import convert as run_conversion
+from fredset.corruptions import CorruptedTests, parse_families, parse_severities
 from fredset.data import load_dataset
 from fredset.distill.budget import fit_within
 from fredset.distill.config import DistillConfig
@@ -32,7 +33,7 @@ from fredset.pictures import class_grid, mask_grid, write_png
 
 from .options import (OBJECTIVE_FIELDS, RUN_FIELDS, data_options, dataset_option, device_option, distill_options,
                       sha256_option)
-from .report import file_report, format_buffer_summary, format_report
+from .report import file_report, format_buffer_summary, format_corruptions, format_report
 
 
 def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -247,13 +248,24 @@ def distill(dataset: str, data_root: str | None, download: bool, device: str, ou
 @click.option("--baseline-quality", default=DEFAULT_MIN_QUALITY, show_default=True,
               type=click.IntRange(1, MAX_QUALITY), metavar="Q",
               help="Lowest jpeg/webp quality a baseline may use to fit the most images (then the best that fits).")
+@click.option("--corruptions", metavar="NAMES|all",
+              help="Also test the networks on corrupted copies of the test set: 'all' (the 15 families of "
+              "CIFAR-10-C) or comma-separated names (gaussian_noise, shot_noise, impulse_noise, defocus_blur, "
+              "glass_blur, motion_blur, zoom_blur, snow, frost, fog, brightness, contrast, elastic_transform, "
+              "pixelate, jpeg_compression), generated with --seed.")
+@click.option("--severity", metavar="1..5|all",
+              help="Corruption severity [default: 5, as FreD's robustness script]; 'all' averages 1..5 per family.")
+@click.option("--corrupted-test", type=click.Path(file_okay=False), metavar="DIR",
+              help="Read the corrupted copies from published CIFAR-10-C arrays (DIR/<family>.npy, DIR/labels.npy) "
+              "instead of generating them (implies --corruptions all unless given).")
 @device_option
 @sha256_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @reports_errors
 def evaluate(file: str, dataset: str | None, data_root: str | None, download: bool, models: tuple[str, ...],
              runs: int, epochs: int, lr: float | None, seed: int, dsa: str, baselines: tuple[str, ...],
-             baseline_quality: int, device: str, sha256: str | None, as_json: bool) -> None:
+             baseline_quality: int, corruptions: str | None, severity: str | None, corrupted_test: str | None,
+             device: str, sha256: str | None, as_json: bool) -> None:
     """Train fresh networks on FILE's images and report test accuracy (mean +- std over runs).
 
     The standard protocol: SGD momentum 0.9, weight decay 5e-4, batch 256, lr x0.1 halfway, DSA;
@@ -268,7 +280,14 @@ def evaluate(file: str, dataset: str | None, data_root: str | None, download: bo
     Examples:
       fredset evaluate data.fredset --runs 3 --epochs 300
       fredset evaluate data.fredset --baseline jpeg --baseline raw --json
+      fredset evaluate data.fredset --corruptions all --severity 5
+      fredset evaluate cifar10.fredset --corrupted-test CIFAR-10-C/
     """
+    if severity is not None and corruptions is None and corrupted_test is None:
+        raise FredsetError("--severity needs --corruptions or --corrupted-test")
+    families = (parse_families(corruptions if corruptions is not None else "all")
+                if corruptions is not None or corrupted_test else None)
+    severities = parse_severities(severity if severity is not None else 5)
     data = FredDataset(file, device=resolve_device(device), sha256=sha256)
     name = dataset or data.artifact.dataset
     test = load_dataset(name, split="test", root=data_root, download=download)
@@ -284,13 +303,23 @@ def evaluate(file: str, dataset: str | None, data_root: str | None, download: bo
                                f"{train.num_classes}: no baseline to compare with", file)
         built = [build_baseline(train, kind, bytes_per_class, seed=seed, min_quality=baseline_quality)
                  for kind in dict.fromkeys(baselines)]
+    corrupted = (CorruptedTests(test, families, severities, seed=seed, directory=corrupted_test)
+                 if families else None)  # a wrong --corrupted-test directory fails before any training
 
     def on_run(model: str, run: int, accuracy: float, what: str = "") -> None:
         if not as_json:
             click.echo(f"  {what}{model} run {run + 1}/{runs}: {accuracy:.2f}%", err=True)
 
+    def on_corrupted(family: str, severity: int, accuracies: dict[str, list[float]]) -> None:
+        if not as_json:
+            shown = ", ".join(f"{model} {', '.join(f'{a:.2f}' for a in values)}%"
+                              for model, values in accuracies.items())
+            click.echo(f"  {family} (severity {severity}): {shown}", err=True)
+
     report = run_evaluation(data.images, data.targets, test, models=models, runs=runs, epochs=epochs, lr=lr,
-                            seed=seed, dsa=dsa, on_run=on_run)
+                            seed=seed, dsa=dsa, on_run=on_run, corrupted=corrupted, on_corrupted=on_corrupted)
+    if corrupted is not None:
+        report["corruptions"].update(corrupted.describe())
     report["file"] = file
     if built:
         report["baselines"] = {}
@@ -327,6 +356,8 @@ def evaluate(file: str, dataset: str | None, data_root: str | None, download: bo
             click.echo(f"    {model:<10} {result['mean']:.2f} +- {result['std']:.2f} %   "
                        f"({', '.join(f'{a:.2f}' for a in result['accuracies'])})   "
                        f"file {entry['improvement'][model]:+.2f} points")
+    if corrupted is not None:
+        click.echo(format_corruptions(report["corruptions"], test.name, len(test)))
 
 
 @cli.command()

@@ -187,3 +187,34 @@ def format_buffer_summary(summary: dict[str, Any]) -> str:
     lines += [f"  size            {summary['bytes']:,} bytes on disk",
               f"  fingerprint     {summary['fingerprint']}"]
     return _lines(lines)
+
+
+def format_corruptions(corruptions: dict[str, Any], test_name: str, test_images: int) -> str:
+    """The corruption-robustness table `fredset evaluate --corruptions` prints: a row per family (accuracy mean
+    +- std over runs, a column per model), the clean accuracy above and the mean over families below."""
+    severities = corruptions["severities"]
+    shown = (f"severity {severities[0]}" if len(severities) == 1
+             else f"mean of severities {', '.join(map(str, severities))}")
+    if corruptions.get("source") == "directory":
+        source = f"read from {corruptions['directory']}"
+    else:
+        size = min(corruptions.get("image_size") or [32])
+        source = (f"generated with CIFAR-10-C's constants (spatial ones scaled by {size}/32), seed "
+                  f"{corruptions.get('seed')}, synthetic frost")
+    families = corruptions["families"]
+    lines = [f"corruption robustness: {len(families)} families, {shown}, {test_images} {test_name} test images "
+             f"{source}"]
+    models = list(corruptions["results"])
+    label_width = max([len("mean (15 families)")] + [len(f) for f in families]) + 2
+
+    def row(label: str, cells: list[dict[str, Any]]) -> str:
+        text = "".join(f"{cell['mean']:>7.2f} +- {cell['std']:<6.2f}" for cell in cells)
+        return f"  {label:<{label_width}}{text}".rstrip()
+
+    lines.append((f"  {'family':<{label_width}}" + "".join(f"  {model:<15}" for model in models)).rstrip())
+    lines.append(row("clean", [corruptions["results"][m]["clean"] for m in models]))
+    for family in families:
+        lines.append(row(family, [corruptions["results"][m]["families"][family] for m in models]))
+    if families:
+        lines.append(row(f"mean ({len(families)} families)", [corruptions["results"][m]["mean"] for m in models]))
+    return _lines(lines)

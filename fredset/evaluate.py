@@ -3,13 +3,16 @@
 A fresh network per run, SGD (momentum 0.9, weight decay 5e-4), batch 256, learning rate x0.1
 halfway, DSA on every batch (independent per sample), test accuracy on the full test set after
 the LAST epoch (no selection on the test set), mean and std over runs, for each model asked for.
+
+With ``corrupted`` (e.g. :class:`fredset.corruptions.CorruptedTests`) the same trained networks are also tested
+on each corrupted copy of the test set, which is made once and tested by every network before the next.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -18,7 +21,7 @@ from .augment import DSA, STRATEGY
 from .errors import FredsetError
 from .training import EpochStats, fresh_network, test_accuracy, train_epochs
 
-__all__ = ["DEFAULT_LR", "evaluate", "train_network"]
+__all__ = ["DEFAULT_LR", "corruption_table", "evaluate", "train_network"]
 
 DEFAULT_LR = 0.01
 MOMENTUM = 0.9
@@ -37,12 +40,25 @@ def train_network(images: torch.Tensor, labels: torch.Tensor, *, model: str, num
     return net.eval()
 
 
+Corrupted = Iterable[tuple[str, int, torch.Tensor, torch.Tensor]]
+"""(family, severity, normalised test images, labels) for each corrupted copy of a test set."""
+
+
+def _summary(accuracies: Sequence[float]) -> dict[str, Any]:
+    return {"accuracies": [round(a, 2) for a in accuracies], "mean": round(statistics.mean(accuracies), 2),
+            "std": round(statistics.pstdev(accuracies), 2)}
+
+
 def evaluate(images: torch.Tensor, labels: torch.Tensor, test: Any, *, models: Sequence[str] = ("convnet",),
              runs: int = 5, epochs: int = 1000, lr: float = DEFAULT_LR, seed: int = 0, batch_size: int = 256,
-             dsa: str = STRATEGY, on_run: Callable[[str, int, float], None] | None = None) -> dict[str, Any]:
+             dsa: str = STRATEGY, on_run: Callable[[str, int, float], None] | None = None,
+             corrupted: Corrupted | None = None,
+             on_corrupted: Callable[[str, int, dict[str, list[float]]], None] | None = None) -> dict[str, Any]:
     """Train ``runs`` fresh networks of each of ``models`` on (images, labels); test each on ``test``.
 
-    Returns {"protocol": {...}, "results": {model: {"accuracies", "mean", "std"}}} (accuracies in %).
+    Returns {"protocol": {...}, "results": {model: {"accuracies", "mean", "std"}}} (accuracies in %), and with
+    ``corrupted`` also "corruptions" (:func:`corruption_table`); ``on_corrupted(family, severity, {model:
+    accuracies})`` hears each corrupted copy's results. The networks are kept until then (runs x models of them).
     """
     if runs < 1 or epochs < 1:
         raise FredsetError(f"--runs and --epochs must be at least 1 (got {runs}, {epochs})")
@@ -52,6 +68,7 @@ def evaluate(images: torch.Tensor, labels: torch.Tensor, test: Any, *, models: S
                            f"the test set {test.name} ({tuple(test.images.shape[1:])}, {num_classes} classes)")
     augment = DSA(dsa) if dsa and dsa != "none" else None
     results: dict[str, Any] = {}
+    networks: dict[str, list[torch.nn.Module]] = {}
     started = time.perf_counter()
     for model in models:
         accuracies = []
@@ -63,10 +80,53 @@ def evaluate(images: torch.Tensor, labels: torch.Tensor, test: Any, *, models: S
             accuracies.append(round(accuracy, 2))
             if on_run is not None:
                 on_run(model, run, accuracy)
-        results[model] = {"accuracies": accuracies, "mean": round(statistics.mean(accuracies), 2),
-                          "std": round(statistics.pstdev(accuracies), 2)}
+            if corrupted is not None:
+                networks.setdefault(model, []).append(net)
+        results[model] = _summary(accuracies)
     protocol = {"runs": runs, "epochs": epochs, "lr": lr, "lr_schedule": "x0.1 at epochs//2", "batch_size": batch_size,
                 "optimizer": "SGD momentum 0.9 weight decay 5e-4", "dsa": dsa, "seed": seed,
                 "test_set": test.name, "test_images": len(test.images), "selection": "final epoch",
                 "seconds": round(time.perf_counter() - started, 1)}
-    return {"protocol": protocol, "results": results}
+    report = {"protocol": protocol, "results": results}
+    if corrupted is not None:
+        started = time.perf_counter()
+        measured: dict[tuple[str, int], dict[str, list[float]]] = {}
+        for family, severity, corrupted_images, corrupted_labels in corrupted:
+            if corrupted_images.shape[1:] != test.images.shape[1:] or len(corrupted_labels) != len(corrupted_images):
+                raise FredsetError(f"corrupted test set {family} (severity {severity}) has images "
+                                   f"{list(corrupted_images.shape)} and {len(corrupted_labels)} labels; the test set "
+                                   f"{test.name} has images {list(test.images.shape)}")
+            measured[family, severity] = {
+                model: [100.0 * test_accuracy(net, corrupted_images, corrupted_labels) for net in nets]
+                for model, nets in networks.items()}
+            if on_corrupted is not None:
+                on_corrupted(family, severity, measured[family, severity])
+        report["corruptions"] = corruption_table(measured, results)
+        report["corruptions"]["seconds"] = round(time.perf_counter() - started, 1)
+    return report
+
+
+def corruption_table(measured: dict[tuple[str, int], dict[str, list[float]]],
+                     clean: dict[str, Any]) -> dict[str, Any]:
+    """The paper's table from per-run accuracies ``measured[family, severity][model]``: per model its clean
+    accuracy, per family the accuracy of each run (the mean over the severities when there are several) with
+    mean and std over runs (and per severity when several), and the mean over families (per run, then over runs).
+    """
+    families = list(dict.fromkeys(family for family, _ in measured))
+    severities = sorted({severity for _, severity in measured})
+    table: dict[str, Any] = {}
+    for model in clean:
+        runs = len(clean[model]["accuracies"])
+        per_family: dict[str, Any] = {}
+        per_run: dict[str, list[float]] = {}
+        for family in families:
+            by_severity = {severity: measured[family, severity][model] for severity in severities
+                           if (family, severity) in measured}
+            per_run[family] = [statistics.mean(values[run] for values in by_severity.values()) for run in range(runs)]
+            per_family[family] = _summary(per_run[family])
+            if len(by_severity) > 1:
+                per_family[family]["severities"] = {str(s): _summary(values) for s, values in by_severity.items()}
+        table[model] = {"clean": {key: clean[model][key] for key in ("mean", "std")}, "families": per_family}
+        if families:
+            table[model]["mean"] = _summary([statistics.mean(per_run[f][run] for f in families) for run in range(runs)])
+    return {"families": families, "severities": severities, "results": table}
