@@ -24,12 +24,16 @@ from fredset.distill.config import DistillConfig
 from fredset.distill.loop import distill as run_distillation
 from fredset.evaluate import DEFAULT_LR as DEFAULT_EVAL_LR
 from fredset.evaluate import evaluate as run_evaluation
+from fredset.training import EpochStats
 from fredset.experts import SEED_STRIDE, ExpertBuffer, expert_path, index_ranges, train_experts
 from fredset.export import export as export_data
 from fredset.files import resolve_device, write_atomically
+from fredset.format import DEFAULT_MAX_FILE_BYTES
 from fredset.format.layout import file_layout
 from fredset.format.writer import ENCODINGS
 from fredset.pictures import class_grid, mask_grid, write_png
+from fredset.progress import Progress
+from fredset.remote import fetch, is_url
 
 from .options import (OBJECTIVE_FIELDS, RUN_FIELDS, data_options, dataset_option, device_option, distill_options,
                       sha256_option)
@@ -96,6 +100,13 @@ def _show_warnings(held: list[warnings.WarningMessage]) -> None:
                              warning.file, warning.line)
 
 
+def fetch_with_progress(file: str, sha256: str | None) -> None:
+    """Download a URL into the cache now, reporting progress on a terminal or as plain lines in a log (the
+    library alone reports only on a terminal); the reader then opens the cached copy without a connection."""
+    if is_url(file):
+        fetch(file, sha256=sha256, max_file_bytes=DEFAULT_MAX_FILE_BYTES, progress=True)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="fredset")
 def cli() -> None:
@@ -139,6 +150,7 @@ def inspect(file: str, as_json: bool, grid: str | None, masks: str | None, per_c
         echo(json.dumps(summary, indent=2) if as_json else format_buffer_summary(summary))
         return
     with warnings_unless_refused():
+        fetch_with_progress(file, sha256)
         artifact, info = read_file(file, sha256=sha256)
         report = file_report(artifact, info, file_layout(file, info, sha256=sha256))
         if grid:
@@ -198,12 +210,11 @@ def distill(dataset: str, data_root: str | None, download: bool, device: str, ou
         return run_evaluation(synset.decode().detach(), synset.labels, test, runs=eval_runs, epochs=eval_epochs,
                               seed=run.config.seed, lr=lr or DEFAULT_EVAL_LR)
 
-    started = time.perf_counter()
-    with click.progressbar(length=run.config.iterations, label="distilling", file=sys.stderr, show_pos=True,
-                           item_show_func=lambda text: text) as bar:
+    with Progress(run.config.iterations, unit="it", label="distilling") as progress:
         def on_iteration(iteration: int, loss: float) -> None:
-            speed = (time.perf_counter() - started) / max(iteration - bar.pos, 1)
-            bar.update(iteration - bar.pos, f"loss {loss:.4g}, {speed:.2f} s/it")
+            if progress.done == 0 and iteration > 1:  # resumed from a checkpoint
+                progress.resume_at(iteration - 1)
+            progress.update(iteration - progress.done, note=f"loss {loss:.4g}")
 
         try:
             artifact = run_distillation(run, real, device=device, checkpoint=checkpoint,
@@ -288,6 +299,7 @@ def evaluate(file: str, dataset: str | None, data_root: str | None, download: bo
     families = (parse_families(corruptions if corruptions is not None else "all")
                 if corruptions is not None or corrupted_test else None)
     severities = parse_severities(severity if severity is not None else 5)
+    fetch_with_progress(file, sha256)
     data = FredDataset(file, device=resolve_device(device), sha256=sha256)
     name = dataset or data.artifact.dataset
     test = load_dataset(name, split="test", root=data_root, download=download)
@@ -306,6 +318,17 @@ def evaluate(file: str, dataset: str | None, data_root: str | None, download: bo
     corrupted = (CorruptedTests(test, families, severities, seed=seed, directory=corrupted_test)
                  if families else None)  # a wrong --corrupted-test directory fails before any training
 
+    training: list[Progress] = []  # the run being trained
+
+    def on_epoch(model: str, run: int, stats: EpochStats, what: str = "") -> None:
+        if as_json:
+            return
+        if stats.epoch == 1:
+            training[:] = [Progress(epochs, unit="epochs", label=f"  {what}{model} run {run + 1}/{runs}")]
+        training[0].update(note=f"loss {stats.loss:.4f}")
+        if stats.epoch == epochs:  # before the test pass, which is not training speed
+            training[0].close()
+
     def on_run(model: str, run: int, accuracy: float, what: str = "") -> None:
         if not as_json:
             click.echo(f"  {what}{model} run {run + 1}/{runs}: {accuracy:.2f}%", err=True)
@@ -317,7 +340,8 @@ def evaluate(file: str, dataset: str | None, data_root: str | None, download: bo
             click.echo(f"  {family} (severity {severity}): {shown}", err=True)
 
     report = run_evaluation(data.images, data.targets, test, models=models, runs=runs, epochs=epochs, lr=lr,
-                            seed=seed, dsa=dsa, on_run=on_run, corrupted=corrupted, on_corrupted=on_corrupted)
+                            seed=seed, dsa=dsa, on_run=on_run, on_epoch=on_epoch, corrupted=corrupted,
+                            on_corrupted=on_corrupted)
     if corrupted is not None:
         report["corruptions"].update(corrupted.describe())
     report["file"] = file
@@ -326,7 +350,8 @@ def evaluate(file: str, dataset: str | None, data_root: str | None, download: bo
     for baseline in built:
         result = run_evaluation(baseline.images.to(data.images.device), baseline.labels.to(data.images.device),
                                 test, models=models, runs=runs, epochs=epochs, lr=baseline_lr, seed=seed, dsa=dsa,
-                                on_run=functools.partial(on_run, what=f"{baseline.kind} baseline "))
+                                on_run=functools.partial(on_run, what=f"{baseline.kind} baseline "),
+                                on_epoch=functools.partial(on_epoch, what=f"{baseline.kind} baseline "))
         entry = baseline.summary()
         entry.update(file_bytes=data.info.file_bytes, protocol=result["protocol"], results=result["results"],
                      improvement={model: round(report["results"][model]["mean"] - result["results"][model]["mean"], 2)
@@ -412,16 +437,17 @@ def buffer(dataset: str, experts: int, epochs: int, out: str, keep_epochs: int |
             raise FredsetError(f"{error} (pass --no-test to train without a test set)") from None
     already = [index for index in range(experts) if expert_path(out, index).exists()]
     started = time.perf_counter()
-    last = [started]
+    progress: list[Progress] = []  # the expert being trained
 
     def on_epoch(expert: int, epoch: int, loss: float) -> None:
-        now = time.perf_counter()
-        if last[0] == started:  # the options were accepted and training started
+        if not progress:  # the options were accepted and training started
             click.echo(f"buffer {out}: {experts} experts x {epochs} epochs of {model} on {real.name} "
                        f"({len(real)} images), {device}; {len(already)} already finished", err=True)
-        click.echo(f"  expert {expert} epoch {epoch}/{epochs}: loss {loss:.4f} ({now - last[0]:.2f} s/epoch)",
-                   err=True)
-        last[0] = now
+        if epoch == 1:
+            progress[:] = [Progress(epochs, unit="epochs", label=f"  expert {expert}")]
+        progress[0].update(note=f"loss {loss:.4f}")
+        if epoch == epochs:
+            progress[0].close()
 
     try:
         trained = train_experts(real, out, experts=experts, epochs=epochs, keep_epochs=keep_epochs, model=model,
@@ -467,6 +493,7 @@ def export_command(file: str, destination: str, sha256: str | None) -> None:
       fredset export data.fredset --to data.safetensors
     """
     with warnings_unless_refused():
+        fetch_with_progress(file, sha256)
         result = export_data(file, destination, sha256=sha256)
     n, channels, height, width = result.shape
     if result.kind == "imagefolder":

@@ -10,6 +10,7 @@ on each corrupted copy of the test set, which is made once and tested by every n
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -52,13 +53,13 @@ def _summary(accuracies: Sequence[float]) -> dict[str, Any]:
 def evaluate(images: torch.Tensor, labels: torch.Tensor, test: Any, *, models: Sequence[str] = ("convnet",),
              runs: int = 5, epochs: int = 1000, lr: float = DEFAULT_LR, seed: int = 0, batch_size: int = 256,
              dsa: str = STRATEGY, on_run: Callable[[str, int, float], None] | None = None,
-             corrupted: Corrupted | None = None,
+             on_epoch: Callable[[str, int, EpochStats], None] | None = None, corrupted: Corrupted | None = None,
              on_corrupted: Callable[[str, int, dict[str, list[float]]], None] | None = None) -> dict[str, Any]:
     """Train ``runs`` fresh networks of each of ``models`` on (images, labels); test each on ``test``.
 
     Returns {"protocol": {...}, "results": {model: {"accuracies", "mean", "std"}}} (accuracies in %), and with
     ``corrupted`` also "corruptions" (:func:`corruption_table`); ``on_corrupted(family, severity, {model:
-    accuracies})`` hears each corrupted copy's results. The networks are kept until then (runs x models of them).
+    accuracies})`` hears each corrupted copy's results, ``on_epoch(model, run, stats)`` each training epoch. The networks are kept until then (runs x models of them).
     """
     if runs < 1 or epochs < 1:
         raise FredsetError(f"--runs and --epochs must be at least 1 (got {runs}, {epochs})")
@@ -74,8 +75,9 @@ def evaluate(images: torch.Tensor, labels: torch.Tensor, test: Any, *, models: S
         accuracies = []
         for run in range(runs):
             generator = torch.Generator().manual_seed(seed * 1000 + run)
+            hear_epoch = None if on_epoch is None else functools.partial(on_epoch, model, run)
             net = train_network(images, labels, model=model, num_classes=num_classes, epochs=epochs, lr=lr,
-                                generator=generator, batch_size=batch_size, dsa=augment)
+                                generator=generator, batch_size=batch_size, dsa=augment, on_epoch=hear_epoch)
             accuracy = 100.0 * test_accuracy(net, test.images, test.labels)
             accuracies.append(round(accuracy, 2))
             if on_run is not None:

@@ -60,11 +60,13 @@ class Progress:
         self.terminal = is_terminal(self.stream) if terminal is None else terminal
         self.every_seconds = _TERMINAL_EVERY if self.terminal else every_seconds
         self.done = 0
+        self._rate_base = 0  # work done before this process started (a resumed run) does not count in the rate
         self.note = ""
         self._clock = clock
         self._started = clock()
         self._shown_at = self._started
         self._width = 0  # length of the terminal line last drawn, to blank what a shorter one leaves
+        self._shown: tuple[int, str] | None = None  # (done, note) of the last line written
         self._closed = False
 
     def update(self, n: int = 1, *, note: str | None = None) -> None:
@@ -77,10 +79,17 @@ class Progress:
             self._shown_at = now
             self._show(final=False)
 
+    def resume_at(self, done: int) -> None:
+        """Start counting from ``done`` units already finished earlier (a resumed run), which the rate leaves out."""
+        self.done = self._rate_base = done
+        self._started = self._shown_at = self._clock()
+
     def close(self) -> None:
-        """Write the final state and end the line (once; later calls do nothing)."""
+        """Write the final state and end the line (once; later calls do nothing). Off a terminal the final line
+        is left out when the last one written already showed the same state."""
         if not self._closed:
-            self._show(final=True)
+            if self.terminal or self._shown != (self.done, self.note):
+                self._show(final=True)
             self._closed = True
 
     def __enter__(self) -> Progress:
@@ -92,12 +101,16 @@ class Progress:
     def text(self) -> str:
         """The report line as it stands: label, done [/ total], percent, rate, note."""
         elapsed = max(self._clock() - self._started, 1e-9)
-        amount = self._amount(self.done) if self.total is None else \
-            f"{self._amount(self.done)} / {self._amount(self.total)}"
+        if self.total is None:
+            amount = self._amount(self.done)
+        elif self.unit == "B":
+            amount = f"{format_bytes(self.done)} / {format_bytes(self.total)}"
+        else:  # "3/300 epochs"
+            amount = f"{self.done:,}/{self.total:,}" + (f" {self.unit}" if self.unit else "")
         parts = [self.label, amount] if self.label else [amount]
         if self.total:
             parts.append(f"{100 * self.done / self.total:3.0f}%")
-        rate = self.done / elapsed
+        rate = (self.done - self._rate_base) / elapsed
         parts.append(f"{format_bytes(rate)}/s" if self.unit == "B" else f"{rate:.3g} {self.unit or 'units'}/s")
         if self.note:
             parts.append(self.note)
@@ -109,6 +122,7 @@ class Progress:
         return f"{count:,} {self.unit}" if self.unit else f"{count:,}"
 
     def _show(self, final: bool) -> None:
+        self._shown = (self.done, self.note)
         line = self.text()
         if self.terminal:
             columns = shutil.get_terminal_size(fallback=(80, 24)).columns

@@ -306,7 +306,7 @@ def test_cli_buffer_and_inspect(npz, tmp_path):
                  "--device", "cpu", "--out", directory)
     assert result.exit_code == 0, result.output
     assert "trained 2 expert(s)" in result.stdout and "2/2 finished" in result.stdout
-    assert "expert 1 epoch 2/2: loss" in result.stderr
+    assert "expert 1  2/2 epochs  100%" in result.stderr and "loss" in result.stderr
     buffer = ExpertBuffer(directory)
     assert buffer.experts == [0, 1] and buffer.epochs == [0, 1] and buffer.meta(0)["test_accuracy"] is not None
 

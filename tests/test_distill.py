@@ -143,6 +143,7 @@ def test_distill_then_evaluate_from_the_command_line(tmp_path, monkeypatch):
                      "--batch-real", 8, "--model", "convnetd1", "--device", "cpu", "--out", out,
                      "--eval-every", 2, "--eval-epochs", 1)
     assert result.exit_code == 0, result.output
+    assert "distilling  2/2 it  100%" in result.stderr and "loss" in result.stderr  # plain lines off a terminal
     distilled = load(out)
     assert distilled.counts == [12] * 10
     assert distilled.provenance["evaluation"][0]["iteration"] == 2  # periodic evaluation is recorded
@@ -161,6 +162,11 @@ def test_distill_then_evaluate_from_the_command_line(tmp_path, monkeypatch):
     assert {k: v for k, v in report["protocol"].items() if k != "seconds"} == {
         k: v for k, v in expected["protocol"].items() if k != "seconds"}
     assert report["protocol"]["epochs"] == 2 and report["protocol"]["test_images"] == 500
+    result = cli_run("evaluate", out, "--runs", 1, "--epochs", 2, "--model", "convnetd1", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    progress, accuracy = result.stderr.rstrip().splitlines()[-2:]  # each run's epochs, then its accuracy
+    assert progress.startswith("  convnetd1 run 1/1  2/2 epochs  100%") and "loss" in progress
+    assert accuracy == f"  convnetd1 run 1/1: {report['results']['convnetd1']['accuracies'][0]:.2f}%"
 
 
 def test_long_file_lists_are_summarised_in_provenance():
