@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 
 from fredset import Artifact
 from fredset.dct import masked_dct2
+from fredset_cli.main import cli
 
 
 def make_artifact(counts=(3, 3), channels: int = 1, size=(8, 8), k: int = 6, seed: int = 0,
@@ -45,3 +47,16 @@ def load_module(name: str, path: Path):
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def run_cli(*args):
+    """``fredset ARGS`` through click's test runner (arguments stringified)."""
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def one_line_error(result) -> str:
+    """The one ``error:`` line a refused command prints (exit status 2, no traceback)."""
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.output, result.output
+    return lines[0]

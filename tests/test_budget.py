@@ -7,7 +7,6 @@ import torch
 from click.testing import CliRunner
 
 from fredset import FredDataset, FredsetError, load, load_bytes, save_bytes
-from fredset.artifact import Artifact
 from fredset.data import hold_out
 from fredset.distill.budget import fit_within, plan_instances
 from fredset.distill.config import DistillConfig

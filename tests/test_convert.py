@@ -7,24 +7,13 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 from fredset import FredDataset, FredsetError
 from fredset.convert import PROVENANCE_NOTE, DatasetFacts, class_masks, convert, convert_reference, load_reference_file
 from fredset.data.registry import dataset_spec
 from fredset.dct import idct2
-from fredset_cli.main import cli
 
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def one_line_error(result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.output, result.output
-    return lines[0]
+from conftest import one_line_error, run_cli as run
 
 
 def reference_run(classes: int, per_class: int, channels: int, size: int, k: int, seed: int = 0):

@@ -8,27 +8,14 @@ import sys
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 import fredset.export as export_module
 from fredset import FredDataset, FredsetError, save
 from fredset.export import export, export_kind, folder_names
-from fredset_cli.main import cli
 
-from conftest import make_artifact
+from conftest import make_artifact, one_line_error, run_cli as run
 
 CLASSES = ["T-shirt/top", "a b", "\u00fcber"]
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def one_line_error(result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.output, result.output
-    return lines[0]
 
 
 def without_fredset(tmp_path, script: str) -> dict:
