@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from fredset import FredDataset, FredsetError, load, load_bytes, save_bytes
 from fredset.data import hold_out
-from fredset.distill.budget import fit_within, plan_instances
+from fredset.distill.budget import DEFAULT_BUDGET_BITS, budget_k, fit_within, plan_instances
 from fredset.distill.config import DistillConfig
 from fredset.distill.loop import distill
 from fredset.distill.synset import init_frequency_synset
@@ -83,18 +83,19 @@ def test_loop_images_equal_the_written_file_bit_for_bit(objective, tmp_path):
 
 def test_byte_budget_file_fits_and_records_what_it_chose(tmp_path):
     real = fashion_subset()
-    budget = 4000
+    budget = 12000
     config = DistillConfig(dataset=real.name, objective="dm", max_bytes=budget, iterations=1, seed=0, **SMALL)
     run = config.resolve(real)
-    assert run.config.bits == 4 and run.config.instances >= 2
+    bits = DEFAULT_BUDGET_BITS
+    assert run.config.bits == bits and run.config.k == budget_k(28, 28) and run.config.instances >= 2
     artifact = distill(run, real)
     artifact, data = fit_within(artifact, budget)
     assert len(data) <= budget
-    assert load_bytes(data).quantization.bits == 4
+    assert load_bytes(data).quantization.bits == bits
     recorded = artifact.provenance["budget"]
-    assert recorded["max_bytes"] == budget and recorded["bits"] == 4 and recorded["k"] == artifact.k
+    assert recorded["max_bytes"] == budget and recorded["bits"] == bits and recorded["k"] == artifact.k
     # one more instance per class would not have fitted the plan
-    bigger = plan_instances(real, budget + 400, artifact.k, 4, 0, provenance={})
+    bigger = plan_instances(real, budget + 400, artifact.k, bits, 0, provenance={})
     assert bigger > run.config.instances - 1
 
 
@@ -138,8 +139,8 @@ def test_cli_bytes_per_class(tmp_path):
                                       "--device", "cpu", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert out.stat().st_size <= 20000
-    assert "4-bit codes" in result.output and "budget 20,000" in result.output
-    assert load(out).quantization.bits == 4
+    assert f"{DEFAULT_BUDGET_BITS}-bit codes" in result.output and "budget 20,000" in result.output
+    assert load(out).quantization.bits == DEFAULT_BUDGET_BITS and load(out).k == budget_k(28, 28)
 
 
 def test_hold_out_is_disjoint_and_seeded():
