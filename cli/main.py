@@ -6,6 +6,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import sys
 import time
 import warnings
@@ -22,6 +23,8 @@ from fredset.data import load_dataset
 from fredset.distill.budget import fit_within
 from fredset.distill.config import DistillConfig
 from fredset.distill.loop import distill as run_distillation
+from fredset.distill.objectives import OBJECTIVES
+from fredset.distributed import Context, init_from_environment, main_first, shutdown
 from fredset.evaluate import DEFAULT_LR as DEFAULT_EVAL_LR
 from fredset.evaluate import evaluate as run_evaluation
 from fredset.training import EpochStats
@@ -56,6 +59,67 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(2)
 
     return wrapper
+
+
+def across_ranks(command: Callable[..., Any]) -> Callable[..., Any]:
+    """A command that may run as one of several processes (torchrun, WORLD_SIZE > 1): ranks other than 0 are
+    quiet (their stdout and stderr, C++ libraries' included, go to the null device); an error on any rank is one
+    line on that rank's stderr (``error (rank R): ...`` on ranks other than 0, which prints as usual) and a
+    non-zero exit, after which torchrun stops the other ranks (or their collectives time out). The process
+    group is left at the end. With one process the command runs exactly as it is.
+
+    Goes inside :func:`reports_errors`, which prints rank 0's FredsetError.
+    """
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        context = Context.from_environment()
+        if not context.distributed:
+            return command(*args, **kwargs)
+        stderr = 2
+        if not context.is_main:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            saved = os.dup(1), os.dup(2)
+            stderr = saved[1]
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 1)
+            os.dup2(null, 2)
+            os.close(null)
+        try:
+            result = command(*args, **kwargs)
+        except FredsetError as error:
+            if context.is_main:
+                raise
+            _say(stderr, f"error (rank {context.rank}): {error}")
+            sys.exit(2)
+        except Exception as error:  # a collective that timed out, a peer gone, a crash: one line, no traceback
+            message = re.sub(r"^\[[^\]]+:\d+\] ", "", " ".join(str(error).split()))  # gloo's [file.cc:line]
+            _say(stderr, f"error (rank {context.rank}): {type(error).__name__}: {message}")
+            sys.exit(1)
+        finally:
+            if not context.is_main:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+                os.close(saved[0])
+                os.close(saved[1])
+        shutdown()
+        return result
+
+    return wrapper
+
+
+def _say(descriptor: int, text: str) -> None:
+    """One line straight to a file descriptor (a quiet rank's real stderr), escaping what it cannot encode."""
+    sys.stderr.flush()
+    encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
+    try:
+        data = (text + "\n").encode(encoding, "backslashreplace")
+    except LookupError:
+        data = (text + "\n").encode("utf-8", "backslashreplace")
+    os.write(descriptor, data)
 
 
 def echo(text: str, err: bool = False) -> None:
@@ -180,6 +244,7 @@ def inspect(file: str, as_json: bool, grid: str | None, masks: str | None, per_c
 @click.option("--eval-epochs", default=300, show_default=True, type=click.IntRange(1))
 @click.option("--eval-runs", default=1, show_default=True, type=click.IntRange(1))
 @reports_errors
+@across_ranks
 def distill(dataset: str, data_root: str | None, download: bool, device: str, out: str, encoding: str | None,
             checkpoint: str | None, checkpoint_every: int, resume: bool, eval_every: int, eval_epochs: int,
             eval_runs: int, **options: Any) -> None:
@@ -192,23 +257,32 @@ def distill(dataset: str, data_root: str | None, download: bool, device: str, ou
       fredset distill --dataset fashion-mnist --bytes-per-class 3136 --out small.fredset
       fredset buffer --dataset fashion-mnist --experts 10 --epochs 8 --out experts/
       fredset distill --dataset fashion-mnist --objective tm --buffer experts/ --out fmnist-tm-ipc1.fredset
+      torchrun --nproc-per-node 4 -m fredset_cli distill --dataset cifar10 --ipc 10 --out c10.fredset
+
+    Under torchrun (DM only) each process optimises its share of the classes; rank 0 writes the file.
     """
     device = resolve_device(device)
+    if options["objective"] in OBJECTIVES:  # before joining the others: DC and TM are not distributed yet
+        OBJECTIVES[options["objective"]].check_distributed(Context.from_environment())
+    context = init_from_environment(device)  # one process: no process group, the device unchanged
+    device = context.device
     checkpoint = checkpoint or f"{out}.ckpt"
     for option, path in (("--out", out), ("--checkpoint", checkpoint)):  # fail now, not after hours of work
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
             raise FredsetError(f"{option} {path}: folder {folder} does not exist or is not writable")
-    real = load_dataset(dataset, split="train", root=data_root, download=download)
+    with main_first(context) if download else contextlib.nullcontext():  # rank 0 downloads, alone
+        real = load_dataset(dataset, split="train", root=data_root, download=download)
     objective_options = {name: options[name] for name in OBJECTIVE_FIELDS if options[name] is not None}
     config = DistillConfig(dataset=real.name, **{name: options[name] for name in RUN_FIELDS},
                            options=objective_options)
     run = config.resolve(real, device)  # every option checked, once, before anything starts
-    test = load_dataset(dataset, split="test", root=data_root, download=download) if eval_every else None
+    with main_first(context) if download and eval_every else contextlib.nullcontext():
+        test = load_dataset(dataset, split="test", root=data_root, download=download) if eval_every else None
 
     def evaluate_synset(synset: Any, iteration: int, lr: float | None = None) -> dict[str, Any]:
         return run_evaluation(synset.decode().detach(), synset.labels, test, runs=eval_runs, epochs=eval_epochs,
-                              seed=run.config.seed, lr=lr or DEFAULT_EVAL_LR)
+                              seed=run.config.seed, lr=lr or DEFAULT_EVAL_LR, context=context)
 
     with Progress(run.config.iterations, unit="it", label="distilling") as progress:
         def on_iteration(iteration: int, loss: float) -> None:
@@ -219,11 +293,14 @@ def distill(dataset: str, data_root: str | None, download: bool, device: str, ou
         try:
             artifact = run_distillation(run, real, device=device, checkpoint=checkpoint,
                                         checkpoint_every=checkpoint_every, resume=resume, on_iteration=on_iteration,
-                                        evaluate_every=eval_every, evaluate=evaluate_synset if eval_every else None)
+                                        evaluate_every=eval_every, evaluate=evaluate_synset if eval_every else None,
+                                        context=context)
         except KeyboardInterrupt:
             click.echo(f"\ninterrupted; the last checkpoint is {checkpoint}: run the same command with --resume "
                        "to continue", err=True)
             sys.exit(130)
+    if not context.is_main:  # rank 0 writes the file
+        return
     budget = run.config.byte_budget(real.num_classes)
     if encoding is not None and run.config.bits is not None and encoding != f"q{run.config.bits}":
         raise FredsetError(f"--encoding {encoding} would re-quantise {run.config.bits}-bit codes; "
@@ -273,6 +350,7 @@ def distill(dataset: str, data_root: str | None, download: bool, device: str, ou
 @sha256_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @reports_errors
+@across_ranks
 def evaluate(file: str, dataset: str | None, data_root: str | None, download: bool, models: tuple[str, ...],
              runs: int, epochs: int, lr: float | None, seed: int, dsa: str, baselines: tuple[str, ...],
              baseline_quality: int, corruptions: str | None, severity: str | None, corrupted_test: str | None,
@@ -293,23 +371,29 @@ def evaluate(file: str, dataset: str | None, data_root: str | None, download: bo
       fredset evaluate data.fredset --baseline jpeg --baseline raw --json
       fredset evaluate data.fredset --corruptions all --severity 5
       fredset evaluate cifar10.fredset --corrupted-test CIFAR-10-C/
+      torchrun --nproc-per-node 4 -m fredset_cli evaluate data.fredset --runs 8
+
+    Under torchrun, run r trains on rank r % processes with the seed it has in one process; rank 0 reports.
     """
     if severity is not None and corruptions is None and corrupted_test is None:
         raise FredsetError("--severity needs --corruptions or --corrupted-test")
     families = (parse_families(corruptions if corruptions is not None else "all")
                 if corruptions is not None or corrupted_test else None)
     severities = parse_severities(severity if severity is not None else 5)
-    fetch_with_progress(file, sha256)
-    data = FredDataset(file, device=resolve_device(device), sha256=sha256)
-    name = dataset or data.artifact.dataset
-    test = load_dataset(name, split="test", root=data_root, download=download)
+    context = init_from_environment(resolve_device(device))  # one process: no process group
+    with main_first(context) if download or is_url(file) else contextlib.nullcontext():  # rank 0 downloads
+        fetch_with_progress(file, sha256)
+        data = FredDataset(file, device=context.device, sha256=sha256)
+        name = dataset or data.artifact.dataset
+        test = load_dataset(name, split="test", root=data_root, download=download)
     baseline_lr = lr or DEFAULT_EVAL_LR
     lr = lr or data.recommended_lr or DEFAULT_EVAL_LR
     classes = data.artifact.num_classes
     bytes_per_class = data.info.file_bytes // classes
     built = []
     if baselines:  # built before any training, so a budget too small for one image fails at once
-        train = load_dataset(name, split="train", root=data_root, download=download)
+        with main_first(context) if download else contextlib.nullcontext():
+            train = load_dataset(name, split="train", root=data_root, download=download)
         if train.num_classes != classes:
             raise FredsetError(f"{file} has {classes} classes but the train data {train.name} has "
                                f"{train.num_classes}: no baseline to compare with", file)
@@ -341,7 +425,7 @@ def evaluate(file: str, dataset: str | None, data_root: str | None, download: bo
 
     report = run_evaluation(data.images, data.targets, test, models=models, runs=runs, epochs=epochs, lr=lr,
                             seed=seed, dsa=dsa, on_run=on_run, on_epoch=on_epoch, corrupted=corrupted,
-                            on_corrupted=on_corrupted)
+                            on_corrupted=on_corrupted, context=context)
     if corrupted is not None:
         report["corruptions"].update(corrupted.describe())
     report["file"] = file
@@ -351,12 +435,15 @@ def evaluate(file: str, dataset: str | None, data_root: str | None, download: bo
         result = run_evaluation(baseline.images.to(data.images.device), baseline.labels.to(data.images.device),
                                 test, models=models, runs=runs, epochs=epochs, lr=baseline_lr, seed=seed, dsa=dsa,
                                 on_run=functools.partial(on_run, what=f"{baseline.kind} baseline "),
-                                on_epoch=functools.partial(on_epoch, what=f"{baseline.kind} baseline "))
+                                on_epoch=functools.partial(on_epoch, what=f"{baseline.kind} baseline "),
+                                context=context)
         entry = baseline.summary()
         entry.update(file_bytes=data.info.file_bytes, protocol=result["protocol"], results=result["results"],
                      improvement={model: round(report["results"][model]["mean"] - result["results"][model]["mean"], 2)
                                   for model in result["results"]})
         report["baselines"][baseline.kind] = entry
+    if not context.is_main:  # rank 0 reports
+        return
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from .augment import DSA, STRATEGY
+from .distributed import Context, gather_objects
 from .errors import FredsetError
 from .training import EpochStats, fresh_network, test_accuracy, train_epochs
 
@@ -54,12 +55,18 @@ def evaluate(images: torch.Tensor, labels: torch.Tensor, test: Any, *, models: S
              runs: int = 5, epochs: int = 1000, lr: float = DEFAULT_LR, seed: int = 0, batch_size: int = 256,
              dsa: str = STRATEGY, on_run: Callable[[str, int, float], None] | None = None,
              on_epoch: Callable[[str, int, EpochStats], None] | None = None, corrupted: Corrupted | None = None,
-             on_corrupted: Callable[[str, int, dict[str, list[float]]], None] | None = None) -> dict[str, Any]:
+             on_corrupted: Callable[[str, int, dict[str, list[float]]], None] | None = None,
+             context: Context | None = None) -> dict[str, Any]:
     """Train ``runs`` fresh networks of each of ``models`` on (images, labels); test each on ``test``.
 
     Returns {"protocol": {...}, "results": {model: {"accuracies", "mean", "std"}}} (accuracies in %), and with
     ``corrupted`` also "corruptions" (:func:`corruption_table`); ``on_corrupted(family, severity, {model:
     accuracies})`` hears each corrupted copy's results, ``on_epoch(model, run, stats)`` each training epoch. The networks are kept until then (runs x models of them).
+
+    ``context`` (a :class:`fredset.distributed.Context` of several ranks, every rank calling this with the same
+    arguments): run r is trained on rank r % world size, with the same seed as in one process, and every rank
+    returns the same report as one process would (timings aside); ``on_run`` and ``on_epoch`` hear this rank's
+    runs, ``on_corrupted`` every run's results.
     """
     if runs < 1 or epochs < 1:
         raise FredsetError(f"--runs and --epochs must be at least 1 (got {runs}, {epochs})")
@@ -68,23 +75,32 @@ def evaluate(images: torch.Tensor, labels: torch.Tensor, test: Any, *, models: S
         raise FredsetError(f"the data ({tuple(images.shape[1:])}, {int(labels.max()) + 1} classes) does not match "
                            f"the test set {test.name} ({tuple(test.images.shape[1:])}, {num_classes} classes)")
     augment = DSA(dsa) if dsa and dsa != "none" else None
+    distributed = context is not None and context.distributed
+    my_runs = range(context.rank, runs, context.world_size) if distributed else range(runs)
     results: dict[str, Any] = {}
-    networks: dict[str, list[torch.nn.Module]] = {}
+    networks: dict[str, list[tuple[int, torch.nn.Module]]] = {}
+    trained: dict[str, dict[int, float]] = {}  # distributed: this rank's accuracies, by run
     started = time.perf_counter()
     for model in models:
         accuracies = []
-        for run in range(runs):
+        for run in my_runs:
             generator = torch.Generator().manual_seed(seed * 1000 + run)
             hear_epoch = None if on_epoch is None else functools.partial(on_epoch, model, run)
             net = train_network(images, labels, model=model, num_classes=num_classes, epochs=epochs, lr=lr,
                                 generator=generator, batch_size=batch_size, dsa=augment, on_epoch=hear_epoch)
             accuracy = 100.0 * test_accuracy(net, test.images, test.labels)
             accuracies.append(round(accuracy, 2))
+            trained.setdefault(model, {})[run] = round(accuracy, 2)
             if on_run is not None:
                 on_run(model, run, accuracy)
             if corrupted is not None:
-                networks.setdefault(model, []).append(net)
-        results[model] = _summary(accuracies)
+                networks.setdefault(model, []).append((run, net))
+        results[model] = _summary(accuracies) if not distributed else None
+    if distributed:  # every rank's accuracies, in run order
+        for share in gather_objects(trained, context, unequal_work=True):
+            for model, by_run in share.items():
+                trained.setdefault(model, {}).update(by_run)
+        results = {model: _summary([trained[model][run] for run in range(runs)]) for model in results}
     protocol = {"runs": runs, "epochs": epochs, "lr": lr, "lr_schedule": "x0.1 at epochs//2", "batch_size": batch_size,
                 "optimizer": "SGD momentum 0.9 weight decay 5e-4", "dsa": dsa, "seed": seed,
                 "test_set": test.name, "test_images": len(test.images), "selection": "final epoch",
@@ -98,9 +114,18 @@ def evaluate(images: torch.Tensor, labels: torch.Tensor, test: Any, *, models: S
                 raise FredsetError(f"corrupted test set {family} (severity {severity}) has images "
                                    f"{list(corrupted_images.shape)} and {len(corrupted_labels)} labels; the test set "
                                    f"{test.name} has images {list(test.images.shape)}")
-            measured[family, severity] = {
-                model: [100.0 * test_accuracy(net, corrupted_images, corrupted_labels) for net in nets]
-                for model, nets in networks.items()}
+            if not distributed:
+                measured[family, severity] = {
+                    model: [100.0 * test_accuracy(net, corrupted_images, corrupted_labels) for _, net in nets]
+                    for model, nets in networks.items()}
+            else:
+                tested = {model: {run: 100.0 * test_accuracy(net, corrupted_images, corrupted_labels)
+                                  for run, net in nets} for model, nets in networks.items()}
+                for share in gather_objects(tested, context, unequal_work=True):
+                    for model, by_run in share.items():
+                        tested.setdefault(model, {}).update(by_run)
+                measured[family, severity] = {model: [by_run[run] for run in sorted(by_run)]
+                                              for model, by_run in tested.items()}
             if on_corrupted is not None:
                 on_corrupted(family, severity, measured[family, severity])
         report["corruptions"] = corruption_table(measured, results)

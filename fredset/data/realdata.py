@@ -69,6 +69,13 @@ class RealData:
     def sample(self, label: int, count: int, *, generator: torch.Generator) -> torch.Tensor:
         """``count`` random images of class ``label``, drawn with ``generator`` only: without replacement when
         ``count`` <= the class size, else with replacement. Returns a new ``[count, C, H, W]`` tensor."""
+        chosen = self.sample_indices(label, count, generator=generator)
+        return self.images[chosen.to(self.images.device)]
+
+    def sample_indices(self, label: int, count: int, *, generator: torch.Generator) -> torch.Tensor:
+        """The indices (into ``images``) of the images :meth:`sample` returns, with the same draws from
+        ``generator``: a rank of a distributed run replays the draws of classes it does not own this way
+        without gathering their images (fredset.distributed)."""
         if not isinstance(generator, torch.Generator):
             raise FredsetError("RealData.sample needs a torch.Generator (generator=...)")
         label, count = int(label), int(count)
@@ -84,8 +91,7 @@ class RealData:
             picks = torch.randperm(size, generator=generator, device=generator.device)[:count]
         else:
             picks = torch.randint(size, (count,), generator=generator, device=generator.device)
-        chosen = indices[picks.to(indices.device)]
-        return self.images[chosen.to(self.images.device)]
+        return indices[picks.to(indices.device)]
 
 
 def hold_out(real: RealData, per_class: int, *, seed: int = 0) -> tuple[RealData, RealData]:

@@ -16,6 +16,7 @@ import torch
 
 from ..artifact import Artifact
 from ..augment import DSA
+from ..distributed import Context, broadcast_from, owner
 from ..errors import FredsetError
 from ..files import summarised_source, write_atomically
 from .budget import fit_within
@@ -40,7 +41,8 @@ class RunState:
 def distill(config: DistillConfig | ResolvedRun, real: Any, *, device: torch.device | str = "cpu",
             checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 0, resume: bool = False,
             on_iteration: Callable[[int, float], None] | None = None,
-            evaluate_every: int = 0, evaluate: Callable[..., dict[str, Any] | None] | None = None) -> Artifact:
+            evaluate_every: int = 0, evaluate: Callable[..., dict[str, Any] | None] | None = None,
+            context: Context | None = None) -> Artifact:
     """Run ``config`` on ``real`` (a fredset.data.RealData train split) and return the Artifact.
 
     ``config`` may be resolved already (:meth:`DistillConfig.resolve` with the same data and device), so
@@ -51,10 +53,19 @@ def distill(config: DistillConfig | ResolvedRun, real: Any, *, device: torch.dev
     gives the same result as an uninterrupted run on the CPU. ``evaluate(synset, iteration, lr=...)`` runs
     every ``evaluate_every`` iterations (``lr``: the objective's recommended learning rate or None); it
     must use its own generator.
+
+    ``context`` (a :class:`fredset.distributed.Context` of several ranks, every rank calling this with the
+    same arguments): each rank optimises its own classes (DM only), the ranks share the whole set before each
+    evaluation, checkpoint and at the end, and only rank 0 writes the checkpoint; every rank returns the
+    Artifact. Without it, or with one rank, nothing of this happens.
     """
     device = torch.device(device)
     run = config if isinstance(config, ResolvedRun) else config.resolve(real, device)
     config = run.config
+    sharded = context is not None and context.distributed
+    writes = context is None or context.is_main
+    if sharded:
+        run.objective.check_distributed(context)
     generator = torch.Generator().manual_seed(config.seed)
     if config.parameterization == "freq":
         synset: SynSet = init_frequency_synset(real, config.ipc, config.k, generator=generator,
@@ -65,6 +76,8 @@ def distill(config: DistillConfig | ResolvedRun, real: Any, *, device: torch.dev
     optimizer = torch.optim.SGD(synset.parameters(), lr=config.lr, momentum=config.momentum)
     dsa = DSA(config.dsa) if config.dsa and config.dsa != "none" else None
     objective = run.objective.build(config, run.prepared, real, dsa, device)
+    if sharded:
+        objective.distribute(context)
     state = RunState()
     if resume and checkpoint is not None and os.path.exists(checkpoint):
         state = load_checkpoint(checkpoint, config, synset, optimizer, generator, objective)
@@ -81,14 +94,21 @@ def distill(config: DistillConfig | ResolvedRun, real: Any, *, device: torch.dev
             on_iteration(state.iteration, loss)
         if evaluate is not None and evaluate_every and state.iteration % evaluate_every == 0:
             evaluation_started = time.perf_counter()
+            if sharded:
+                share_synset(synset, optimizer, context)
             # None: nothing to record at this iteration; lr: the learned one (TM) or None
             result = evaluate(synset, state.iteration, lr=objective.recommended_lr())
             if result:
                 state.evaluations.append({"iteration": state.iteration, **result})
             start += time.perf_counter() - evaluation_started  # timings count distillation only
         if checkpoint is not None and checkpoint_every and state.iteration % checkpoint_every == 0:
-            save_checkpoint(checkpoint, config, synset, optimizer, generator, objective, state)
-    if checkpoint is not None:
+            if sharded:
+                share_synset(synset, optimizer, context)
+            if writes:
+                save_checkpoint(checkpoint, config, synset, optimizer, generator, objective, state)
+    if sharded:
+        share_synset(synset, optimizer, context)
+    if checkpoint is not None and writes:
         save_checkpoint(checkpoint, config, synset, optimizer, generator, objective, state)
     artifact = synset.to_artifact(**artifact_fields(config, real, synset, objective, state, device))
     budget = config.byte_budget(real.num_classes)
@@ -126,6 +146,32 @@ def artifact_fields(config: DistillConfig, real: Any, synset: SynSet, objective:
         provenance["evaluation"] = state.evaluations
     return dict(classes=list(real.classes), mean=real.mean, std=real.std, dataset=real.name,
                 provenance=provenance, citation=CITATION, dataset_license=real.license)
+
+
+# -- several processes ----------------------------------------------------------------------------------
+
+def share_synset(synset: SynSet, optimizer: torch.optim.Optimizer, context: Context) -> None:
+    """Every class's parameters, and their momentum buffers, from the rank that owns the class onto every rank,
+    so that each holds the whole set (to evaluate, checkpoint or export it). Broadcasts copy bits: exact."""
+    with torch.no_grad():
+        for label in range(len(synset.counts)):
+            source = owner(label, context)
+            for parameter, rows in synset.class_parameters(label):
+                _broadcast_into(parameter.detach()[rows], source, context)
+                state = optimizer.state[parameter]
+                buffer = state.get("momentum_buffer")
+                has_buffer = torch.tensor([0.0 if buffer is None else 1.0], device=parameter.device)
+                if broadcast_from(has_buffer, source, context).item():
+                    if buffer is None:  # this rank never stepped the class
+                        buffer = state["momentum_buffer"] = torch.zeros_like(parameter)
+                    _broadcast_into(buffer[rows], source, context)
+
+
+def _broadcast_into(view: torch.Tensor, source: int, context: Context) -> None:
+    if view.is_contiguous():
+        broadcast_from(view, source, context)
+    else:
+        view.copy_(broadcast_from(view.contiguous(), source, context))
 
 
 # -- checkpoints (HDF5, never pickle) ---------------------------------------------------------

@@ -108,6 +108,10 @@ class SynSet(torch.nn.Module):
         """Class ``label``'s images [n_c, C, H, W], differentiable, with a graph of their own."""
         raise NotImplementedError
 
+    def class_parameters(self, label: int) -> list[tuple[torch.nn.Parameter, slice]]:  # pragma: no cover
+        """The parameters (and their rows) that class ``label``'s images depend on, and no other class's do."""
+        raise NotImplementedError
+
     @property
     def labels(self) -> torch.Tensor:
         return torch.repeat_interleave(torch.arange(len(self.counts)), torch.tensor(self.counts))
@@ -151,6 +155,9 @@ class FrequencySynSet(SynSet):
     def decode(self) -> torch.Tensor:
         return decode_classes(self.coefficients(), self.masks, *self.image_size)
 
+    def class_parameters(self, label: int) -> list[tuple[torch.nn.Parameter, slice]]:
+        return [(self.scaled[label], slice(None))]
+
     def decode_class(self, label: int) -> torch.Tensor:
         block = self.scaled[label] / self.scales[label].to(self.scaled[label].dtype)
         if self.bits is not None:
@@ -185,6 +192,10 @@ class PixelSynSet(SynSet):
     def decode_class(self, label: int) -> torch.Tensor:
         start = sum(self.counts[:label])
         return self.images[start:start + self.counts[label]]
+
+    def class_parameters(self, label: int) -> list[tuple[torch.nn.Parameter, slice]]:
+        start = sum(self.counts[:label])
+        return [(self.images, slice(start, start + self.counts[label]))]
 
     def to_artifact(self, **fields: Any) -> Artifact:
         height, width = self.image_size

@@ -36,6 +36,7 @@ class Objective:
     fields, its own command-line options), ``default_lr`` per parameterisation, ``default_dsa``,
     :meth:`default_k` and :meth:`default_autocast`. Randomness comes only from ``generator``.
     ``state_dict``/``load_state_dict`` carry any internal state a checkpoint must keep (none for DM).
+    ``distributed``: whether :meth:`distribute` can shard it over the ranks of a torchrun job (DM so far).
     """
 
     name = "objective"
@@ -43,6 +44,7 @@ class Objective:
     Options: type = NoOptions
     default_lr: dict[str, float] = {}  # per parameterization, "freq" on the reference DCT scale
     default_dsa = True  # whether the reference uses DSA with this objective
+    distributed = False  # whether it runs sharded over several processes (fredset.distributed)
 
     @classmethod
     def default_k(cls, height: int, width: int) -> int:
@@ -80,6 +82,20 @@ class Objective:
     @classmethod
     def build(cls, config: Any, prepared: Any, real: Any, dsa: DSA | None, device: torch.device) -> Objective:
         """The objective a resolved DistillConfig asks for."""
+        raise NotImplementedError
+
+    @classmethod
+    def check_distributed(cls, context: Any) -> None:
+        """Refuse a run over several processes (``context``: a :class:`fredset.distributed.Context`) unless the
+        objective can be sharded."""
+        if context is not None and context.distributed and not cls.distributed:
+            raise FredsetError(f"--objective {cls.name} is not distributed yet: run it in one process, without "
+                               f"torchrun (this job has {context.world_size} processes)")
+
+    def distribute(self, context: Any) -> None:
+        """From now on, do this rank's share of every iteration (``context``: a distributed Context with
+        several ranks); the loop shares the results (:func:`fredset.distill.loop.share_synset`)."""
+        self.check_distributed(context)
         raise NotImplementedError
 
     def iteration(self, synset: SynSet, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> float:

@@ -9,6 +9,7 @@ import torch
 
 from ...models import build_model, init_parameters, micro_batch_size
 from ...augment import DSA
+from ...distributed import Context, all_reduce_sum, owned_classes
 from ..synset import SynSet
 from .base import Objective
 
@@ -20,11 +21,15 @@ class DistributionMatching(Objective):
 
     ``autocast`` runs the real-image embedding (no gradient, the dominant cost) in bfloat16 on
     CPU; the synthetic pass stays float32.
+
+    Over several processes (:meth:`distribute`) each rank replays every draw and does the work of its own
+    classes only (fredset.distributed explains why this equals the single-process run up to rounding).
     """
 
     name = "dm"
     summary = "distribution matching"
     default_lr = {"freq": 1e6, "pixel": 1.0}
+    distributed = True
 
     def __init__(self, real: Any, *, model: str = "convnet", batch_real: int = 256, dsa: DSA | None = None,
                  autocast: bool = False, device: torch.device | str = "cpu") -> None:
@@ -34,6 +39,12 @@ class DistributionMatching(Objective):
         self.dsa = dsa
         self.autocast = autocast
         self.device = torch.device(device)
+        self.context: Context | None = None
+        self.owned: list[int] | None = None  # this rank's classes when distributed
+
+    def distribute(self, context: Context) -> None:
+        self.context = context
+        self.owned = owned_classes(self.real.num_classes, context)
 
     @classmethod
     def build(cls, config: Any, prepared: Any, real: Any, dsa: DSA | None,
@@ -48,7 +59,9 @@ class DistributionMatching(Objective):
 
     def iteration(self, synset: SynSet, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> float:
         optimizer.zero_grad(set_to_none=True)
-        if sum(synset.counts) <= micro_batch_size(self.real.image_size):
+        if self.owned is not None:
+            value = self._backward_owned_classes(synset, generator)
+        elif sum(synset.counts) <= micro_batch_size(self.real.image_size):
             loss = self.loss(synset, generator)
             loss.backward()
             value = float(loss.detach())
@@ -57,8 +70,12 @@ class DistributionMatching(Objective):
         optimizer.step()
         return value
 
-    def _draw(self, synset: SynSet, generator: torch.Generator) -> tuple[torch.nn.Module, list, list]:
-        """This iteration's frozen network, real batches and DSA parameters, drawn in one fixed order."""
+    def _draw(self, synset: SynSet, generator: torch.Generator,
+              owned: set[int] | None = None) -> tuple[torch.nn.Module, list, list]:
+        """This iteration's frozen network, real batches and DSA parameters, drawn in one fixed order.
+
+        With ``owned``, the other classes' draws are made all the same (the generator ends where it would),
+        but their images are neither gathered nor augmented: their real batch is None."""
         net = build_model(self.model, self.real.channels, self.real.num_classes, self.real.image_size)
         init_parameters(net, generator)
         net = net.to(self.device).train()
@@ -66,12 +83,17 @@ class DistributionMatching(Objective):
             parameter.requires_grad_(False)
         real_batches, augmentations = [], []
         for label in range(self.real.num_classes):
-            real = self.real.sample(label, self.batch_real, generator=generator).to(self.device)
+            if owned is None or label in owned:
+                real = self.real.sample(label, self.batch_real, generator=generator).to(self.device)
+            else:
+                self.real.sample_indices(label, self.batch_real, generator=generator)
+                real = None
             params = None
             if self.dsa is not None:
                 params = self.dsa.sample(1, self.real.image_size, generator=generator, siamese=True,
                                          device=self.device)
-                real = self.dsa.apply(real, params)
+                if real is not None:
+                    real = self.dsa.apply(real, params)
             real_batches.append(real)
             augmentations.append(params)
         return net, real_batches, augmentations
@@ -108,6 +130,43 @@ class DistributionMatching(Objective):
             term = (real_means[label] - net.embed(mine).mean(dim=0)).square().sum()
             term.backward()
             total += float(term.detach())
+        return total
+
+    def _backward_owned_classes(self, synset: SynSet, generator: torch.Generator) -> float:
+        """:meth:`_backward_per_class` for this rank's classes, after the same draws for all of them. The loss is
+        computed as the single-process run computes it: when that run takes :meth:`loss` (the set fits a
+        micro-batch), from every class's difference of means gathered into one matrix; else as the sum, in
+        class order, of every rank's terms. Both gathers add zeros to each rank's own entries: exact."""
+        owned = self.owned or []
+        net, real_batches, augmentations = self._draw(synset, generator, owned=set(owned))
+        batched = sum(synset.counts) <= micro_batch_size(self.real.image_size)
+        terms = torch.zeros(self.real.num_classes, dtype=torch.float64, device=self.device)
+        differences = None
+        if owned:
+            real_means = self._embed_real(net, torch.cat([real_batches[label] for label in owned])).view(
+                len(owned), self.batch_real, -1).mean(dim=1)
+            for row, label in enumerate(owned):
+                mine = synset.decode_class(label)
+                if augmentations[label] is not None:
+                    mine = self.dsa.apply(mine, augmentations[label])
+                difference = real_means[row] - net.embed(mine).mean(dim=0)
+                term = difference.square().sum()
+                term.backward()
+                terms[label] = term.detach().double()
+                if batched:
+                    if differences is None:
+                        differences = torch.zeros(self.real.num_classes, difference.numel(), device=self.device)
+                    differences[label] = difference.detach()
+        if batched:
+            if differences is None:  # a rank without classes (more ranks than classes) still takes part
+                with torch.no_grad():
+                    width = net.embed(torch.zeros(1, self.real.channels, *self.real.image_size,
+                                                  device=self.device)).shape[-1]
+                differences = torch.zeros(self.real.num_classes, width, device=self.device)
+            return float(all_reduce_sum(differences, self.context).square().sum())
+        total = 0.0
+        for value in all_reduce_sum(terms, self.context).tolist():
+            total += value
         return total
 
     @torch.no_grad()
