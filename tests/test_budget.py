@@ -88,6 +88,8 @@ def test_byte_budget_file_fits_and_records_what_it_chose(tmp_path):
     run = config.resolve(real)
     bits = DEFAULT_BUDGET_BITS
     assert run.config.bits == bits and run.config.k == budget_k(28, 28) and run.config.instances >= 2
+    # the budget's own tuned lr; --ipc keeps the published one
+    assert run.config.lr == 1e5 and dataclasses.replace(config, max_bytes=None).resolve(real).config.lr == 1e6
     artifact = distill(run, real)
     artifact, data = fit_within(artifact, budget)
     assert len(data) <= budget

@@ -32,8 +32,9 @@ CITATION = ("@inproceedings{shin2023fred, title={Frequency Domain-based Dataset 
 def _lr_help() -> str:
     per_objective = "; ".join(f"{name.upper()} " + ", ".join(f"{kind} {lr:g}" for kind, lr in cls.default_lr.items())
                               for name, cls in OBJECTIVES.items())
+    budget = "; ".join(f"{name.upper()} {cls.budget_lr:g}" for name, cls in OBJECTIVES.items() if cls.budget_lr)
     return f"Learning rate of the synthetic set (default: the published one, freq on the reference's DCT scale: " \
-           f"{per_objective})."
+           f"{per_objective}; with a byte budget, tuned on a validation split: {budget})."
 
 
 def _dsa_help() -> str:
@@ -127,7 +128,8 @@ class DistillConfig:
                                    f"got {values['ipc']:g}")
             values["k"] = None
         if values["lr"] is None:
-            values["lr"] = objective.default_lr[self.parameterization]
+            values["lr"] = objective.budget_lr if budget is not None and objective.budget_lr \
+                else objective.default_lr[self.parameterization]
         if values["dsa"] == "auto":
             values["dsa"] = STRATEGY if objective.default_dsa else "none"
         if values["precision"] == "auto":

@@ -43,6 +43,7 @@ class Objective:
     summary = ""
     Options: type = NoOptions
     default_lr: dict[str, float] = {}  # per parameterization, "freq" on the reference DCT scale
+    budget_lr: float | None = None  # freq lr of the byte-budget path where one was tuned (else default_lr)
     default_dsa = True  # whether the reference uses DSA with this objective
     distributed = False  # whether it runs sharded over several processes (fredset.distributed)
 

@@ -29,6 +29,7 @@ class DistributionMatching(Objective):
     name = "dm"
     summary = "distribution matching"
     default_lr = {"freq": 1e6, "pixel": 1.0}
+    budget_lr = 1e5  # docs/RESULTS.md, Byte budgets: choosing k and bits (1e6 gains nothing at 24-39 instances)
     distributed = True
 
     def __init__(self, real: Any, *, model: str = "convnet", batch_real: int = 256, dsa: DSA | None = None,
