@@ -24,7 +24,7 @@ from fredset.distill.budget import fit_within
 from fredset.distill.config import DistillConfig
 from fredset.distill.loop import distill as run_distillation
 from fredset.distill.objectives import OBJECTIVES
-from fredset.distributed import Context, init_from_environment, main_first, shutdown
+from fredset.distributed import Context, gather_objects, init_from_environment, main_first, shutdown
 from fredset.evaluate import DEFAULT_LR as DEFAULT_EVAL_LR
 from fredset.evaluate import evaluate as run_evaluation
 from fredset.training import EpochStats
@@ -259,10 +259,11 @@ def distill(dataset: str, data_root: str | None, download: bool, device: str, ou
       fredset distill --dataset fashion-mnist --objective tm --buffer experts/ --out fmnist-tm-ipc1.fredset
       torchrun --nproc-per-node 4 -m fredset_cli distill --dataset cifar10 --ipc 10 --out c10.fredset
 
-    Under torchrun (DM only) each process optimises its share of the classes; rank 0 writes the file.
+    Under torchrun each process optimises its share of the classes (DM, DC) or takes its share of every
+    unrolled step's batch (TM); rank 0 writes the file.
     """
     device = resolve_device(device)
-    if options["objective"] in OBJECTIVES:  # before joining the others: DC and TM are not distributed yet
+    if options["objective"] in OBJECTIVES:  # before joining the others: an objective may not be sharded
         OBJECTIVES[options["objective"]].check_distributed(Context.from_environment())
     context = init_from_environment(device)  # one process: no process group, the device unchanged
     device = context.device
@@ -492,6 +493,7 @@ def evaluate(file: str, dataset: str | None, data_root: str | None, download: bo
 @data_options
 @click.option("--no-test", is_flag=True, help="Do not load the test split (no test accuracy is recorded).")
 @reports_errors
+@across_ranks
 def buffer(dataset: str, experts: int, epochs: int, out: str, keep_epochs: int | None, model: str, lr: float,
            batch_size: int, dsa: str, seed: int, device: str, data_root: str | None, download: bool,
            no_test: bool) -> None:
@@ -504,24 +506,29 @@ def buffer(dataset: str, experts: int, epochs: int, out: str, keep_epochs: int |
 
     Finished experts are kept: run the same command again to resume, or run it in
     several processes (or machines sharing DIR) at once to train experts in
-    parallel; each expert is claimed by a lock file and trained once.
+    parallel; each expert is claimed by a lock file and trained once. Under
+    torchrun, rank r starts with experts r, r+N, ... (one device per process)
+    and rank 0 reports for all.
 
     \b
     Examples:
       fredset buffer --dataset fashion-mnist --experts 100 --epochs 50 --out experts/fmnist
       fredset buffer --dataset fashion-mnist --experts 20 --epochs 20 --keep-epochs 7 --out experts/fmnist-ipc1
+      torchrun --nproc-per-node 8 -m fredset_cli buffer --dataset cifar10 --experts 100 --epochs 50 --out c10/
       fredset inspect experts/fmnist
     """
-    device = resolve_device(device)
     if keep_epochs is not None and keep_epochs > epochs:
         raise FredsetError(f"--keep-epochs {keep_epochs} cannot exceed --epochs {epochs}")
-    real = load_dataset(dataset, split="train", root=data_root, download=download)
-    test = None
-    if not no_test:
-        try:
-            test = load_dataset(dataset, split="test", root=data_root, download=download)
-        except FredsetError as error:
-            raise FredsetError(f"{error} (pass --no-test to train without a test set)") from None
+    context = init_from_environment(resolve_device(device))  # one process: no process group, the device unchanged
+    device = context.device
+    with main_first(context) if download else contextlib.nullcontext():  # rank 0 downloads, alone
+        real = load_dataset(dataset, split="train", root=data_root, download=download)
+        test = None
+        if not no_test:
+            try:
+                test = load_dataset(dataset, split="test", root=data_root, download=download)
+            except FredsetError as error:
+                raise FredsetError(f"{error} (pass --no-test to train without a test set)") from None
     already = [index for index in range(experts) if expert_path(out, index).exists()]
     started = time.perf_counter()
     progress: list[Progress] = []  # the expert being trained
@@ -539,10 +546,13 @@ def buffer(dataset: str, experts: int, epochs: int, out: str, keep_epochs: int |
     try:
         trained = train_experts(real, out, experts=experts, epochs=epochs, keep_epochs=keep_epochs, model=model,
                                 lr=lr, batch_size=batch_size, dsa=dsa, seed=seed, device=device, test=test,
-                                on_epoch=on_epoch)
+                                on_epoch=on_epoch, context=context)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted; finished experts are kept in {out}: run the same command to continue", err=True)
         sys.exit(130)
+    trained = sorted(index for mine in gather_objects(trained, context, unequal_work=True) for index in mine)
+    if not context.is_main:  # rank 0 reports for every rank
+        return
     finished = set(ExpertBuffer(out).experts)
     elsewhere = [index for index in range(experts) if index not in finished]
     click.echo(f"buffer {out}: trained {len(trained)} expert(s) in {time.perf_counter() - started:.1f} s"

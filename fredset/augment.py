@@ -87,6 +87,12 @@ class AugmentParams:
         """A copy with its values on ``device``."""
         return AugmentParams(self.family, {key: value.to(device) for key, value in self.values.items()})
 
+    def rows(self, rows: slice) -> "AugmentParams":
+        """The draw for the images ``rows`` of the batch a per-sample draw was made for (a rank's share of a
+        split batch); per-sample transforms act on each image alone, so applying this to those images equals
+        taking their rows of the whole batch's result."""
+        return AugmentParams(self.family, {key: value[rows] for key, value in self.values.items()})
+
 
 class DSA:
     """Differentiable siamese augmentation (one family per call, chosen uniformly).

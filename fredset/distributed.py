@@ -8,7 +8,8 @@ collectives fredset needs (docs/ALGORITHM.md, Distributed runs).
 all and every helper here is a no-op: a plain command takes exactly the code path it took before this
 module existed, so its files are byte for byte what they were.
 
-How DM is sharded, and why not with per-class generators. Classes are dealt round-robin
+How DM and DC are sharded, and why not with per-class generators (TM splits each unrolled batch instead:
+fredset.distill.objectives.tm). Classes are dealt round-robin
 (:func:`owned_classes`). Every rank keeps the one generator of the single-process run and replays all of
 its draws in the same order every iteration: the network's initialisation, then for every class its real
 sample's indices and its DSA parameters. Those draws are cheap; what costs (gathering and embedding real
@@ -39,8 +40,14 @@ import torch
 
 from .errors import FredsetError
 
-__all__ = ["TIMEOUT", "TIMEOUT_VARIABLE", "WORK_TIMEOUT", "Context", "all_reduce_sum", "barrier", "broadcast_from",
-           "gather_objects", "init_from_environment", "main_first", "owned_classes", "owner", "shutdown", "timeout"]
+try:  # differentiable collectives: PyTorch's replacement for the deprecated torch.distributed.nn.functional
+    from torch.distributed import _functional_collectives as _collectives
+except ImportError:  # a PyTorch built without torch.distributed: only single processes run
+    _collectives = None
+
+__all__ = ["TIMEOUT", "TIMEOUT_VARIABLE", "WORK_TIMEOUT", "Context", "all_reduce_sum", "all_reduce_sum_differentiable",
+           "barrier", "broadcast_from", "gather_objects", "init_from_environment", "main_first", "owned_classes",
+           "owned_rows", "owner", "shutdown", "timeout"]
 
 TIMEOUT = datetime.timedelta(minutes=10)
 """How long a collective waits for the other ranks before it fails (the whole job then ends)."""
@@ -194,6 +201,14 @@ def owned_classes(num_classes: int, context: Context | None) -> list[int]:
     return list(range(context.rank, num_classes, context.world_size))
 
 
+def owned_rows(count: int, context: Context | None) -> slice:
+    """This rank's contiguous share of a batch of ``count`` items (sizes differ by at most one; a rank's share is
+    empty when there are fewer items than ranks); the whole batch in a single process."""
+    if context is None or not context.distributed:
+        return slice(0, count)
+    return slice(count * context.rank // context.world_size, count * (context.rank + 1) // context.world_size)
+
+
 # -- collectives (no-ops in a single process) ---------------------------------------------------------------
 
 def all_reduce_sum(tensor: torch.Tensor, context: Context | None) -> torch.Tensor:
@@ -201,6 +216,14 @@ def all_reduce_sum(tensor: torch.Tensor, context: Context | None) -> torch.Tenso
     if _active(context):
         torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
     return tensor
+
+
+def all_reduce_sum_differentiable(tensor: torch.Tensor, context: Context | None) -> torch.Tensor:
+    """The sum of ``tensor`` over the ranks as a new tensor in the autograd graph; its backward sums the incoming
+    gradients over the ranks as well. ``tensor`` itself in a single process."""
+    if not _active(context):
+        return tensor
+    return _collectives.wait_tensor(_collectives.all_reduce(tensor, "sum", torch.distributed.group.WORLD))
 
 
 def broadcast_from(tensor: torch.Tensor, source: int, context: Context | None) -> torch.Tensor:

@@ -55,8 +55,9 @@ def distill(config: DistillConfig | ResolvedRun, real: Any, *, device: torch.dev
     must use its own generator.
 
     ``context`` (a :class:`fredset.distributed.Context` of several ranks, every rank calling this with the
-    same arguments): each rank optimises its own classes (DM only), the ranks share the whole set before each
-    evaluation, checkpoint and at the end, and only rank 0 writes the checkpoint; every rank returns the
+    same arguments): each rank does its share of every iteration (its classes with DM and DC, its share of every
+    unrolled batch with TM), the ranks share the whole set from the classes' owners before each evaluation,
+    checkpoint and at the end (TM's ranks hold it all along), and only rank 0 writes the checkpoint; every rank returns the
     Artifact. Without it, or with one rank, nothing of this happens.
     """
     device = torch.device(device)

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from ..augment import DSA, STRATEGY, parse_strategy
+from ..distributed import Context
 from ..errors import FredsetError
 from ..files import create_exclusively, resolve_device, summarised_source, write_atomically
 from ..models import build_model
@@ -59,9 +60,15 @@ def train_experts(real: Any, directory: str | os.PathLike, *, experts: int, epoc
                   keep_epochs: int | None = None, model: str = "convnet", lr: float = 0.01, batch_size: int = 256,
                   dsa: str = STRATEGY, seed: int = 0, device: torch.device | str = "cpu",
                   test: Any | None = None,
-                  on_epoch: Callable[[int, int, float], None] | None = None) -> list[int]:
+                  on_epoch: Callable[[int, int, float], None] | None = None,
+                  context: Context | None = None) -> list[int]:
     """Train the experts 0..experts-1 of ``directory`` that are neither finished nor being trained by another
     process; return the indices this call finished. ``on_epoch(expert, epoch, train_loss)`` after each epoch.
+
+    ``context`` (one rank of a torchrun job, :mod:`fredset.distributed`): this rank tries experts rank,
+    rank + world_size, ... first and then the others, so the ranks start on different experts and one that
+    finishes early takes what is still unclaimed; the locks make sure each expert is trained once. An expert's
+    seed depends on its index alone, so the buffer does not depend on which process trained what.
 
     ``real`` is the training set (:class:`~fredset.data.RealData`); ``test``, if given, is tested after the last
     epoch and its accuracy recorded. Snapshots ``0..keep_epochs`` (default: all ``epochs``) are written; training
@@ -119,7 +126,7 @@ def train_experts(real: Any, directory: str | os.PathLike, *, experts: int, epoc
     images = real.images.to(device=device, dtype=torch.float32)
     labels = real.labels.to(device=device, dtype=torch.int64)
     finished: list[int] = []
-    for index in range(experts):
+    for index in claim_order(experts, context):
         done = expert_path(directory, index)
         if done.exists():
             continue
@@ -135,6 +142,14 @@ def train_experts(real: Any, directory: str | os.PathLike, *, experts: int, epoc
             lock.release()  # after the rename (or on any error, KeyboardInterrupt included)
         finished.append(index)
     return finished
+
+
+def claim_order(experts: int, context: Context | None) -> list[int]:
+    """The order in which a rank tries the experts: its own share first (round-robin), then the rest."""
+    if context is None or not context.distributed:
+        return list(range(experts))
+    mine = list(range(context.rank, experts, context.world_size))
+    return mine + [index for index in range(experts) if index % context.world_size != context.rank]
 
 
 def _train_one(index: int, images: torch.Tensor, labels: torch.Tensor, real: Any, *, model: str, epochs: int,

@@ -36,7 +36,7 @@ class Objective:
     fields, its own command-line options), ``default_lr`` per parameterisation, ``default_dsa``,
     :meth:`default_k` and :meth:`default_autocast`. Randomness comes only from ``generator``.
     ``state_dict``/``load_state_dict`` carry any internal state a checkpoint must keep (none for DM).
-    ``distributed``: whether :meth:`distribute` can shard it over the ranks of a torchrun job (DM so far).
+    ``distributed``: whether :meth:`distribute` can shard it over the ranks of a torchrun job (DM, DC and TM).
     """
 
     name = "objective"

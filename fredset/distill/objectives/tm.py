@@ -16,6 +16,14 @@ float rounding:
 - ``checkpoint_steps``: the forward pass keeps only each step's parameters; the backward pass
   recomputes one step at a time and propagates the gradient through it. Memory is that of one step
   whatever ``syn_steps`` is; the cost is one extra plain forward/backward per step.
+
+Over several processes (:meth:`TrajectoryMatching.distribute`) every rank holds the whole synthetic set and the
+same network, and takes its share of every unrolled step's batch: the step's gradient is the sum over ranks of
+each share's gradient (a differentiable all-reduce), so the parameters after each step, and the loss, are the same
+on every rank while each keeps the graph of its own images only. The backward of that all-reduce sums over ranks
+too; with the loss divided by the number of ranks the partial gradients of the ranks add up to the gradient of the
+whole loss, so one more all-reduce of the images' and syn_lr's gradients gives every rank the single-process
+meta-gradient (docs/ALGORITHM.md, Distributed runs).
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from ...augment import DSA, AugmentParams
+from ...distributed import Context, all_reduce_sum, all_reduce_sum_differentiable, owned_rows
 from ...errors import FredsetError
 from ...experts import ExpertBuffer
 from ...models import build_model, micro_batch_size
@@ -97,7 +106,7 @@ class TrajectoryMatching(Objective):
     ``parameter_names``, ``manifest``, ``fingerprint`` and ``load(expert, epoch)``). ``syn_lr`` starts at
     ``lr_teacher`` and is trained by its own SGD (``lr_lr``, momentum 0.5), clipped at >= 0.001.
     ``batch_syn`` images per step (0: all); ``checkpoint_steps`` trades one extra forward/backward per
-    step for the memory of a single step.
+    step for the memory of a single step. Over several processes each rank takes a share of every step's batch.
     """
 
     name = "tm"
@@ -105,6 +114,7 @@ class TrajectoryMatching(Objective):
     Options = TMOptions
     default_lr = {"freq": 1e8, "pixel": 1e3}  # pixel: MTT's lr_img for CIFAR-10 ipc 1
     default_dsa = True
+    distributed = True
 
     def __init__(self, buffer: Any, *, syn_steps: int, max_start_epoch: int, lr_lr: float, lr_teacher: float,
                  expert_epochs: int = EXPERT_EPOCHS, batch_syn: int = 0, dsa: DSA | None = None,
@@ -142,6 +152,10 @@ class TrajectoryMatching(Objective):
         self.num_parameters = sum(p.numel() for p in self.net.parameters())
         self.syn_lr = torch.tensor(float(lr_teacher), device=self.device, requires_grad=True)
         self.lr_optimizer = torch.optim.SGD([self.syn_lr], lr=lr_lr, momentum=LR_MOMENTUM)
+        self.context: Context | None = None  # several ranks: each takes a share of every step's batch
+
+    def distribute(self, context: Context) -> None:
+        self.context = context
 
     @classmethod
     def default_k(cls, height: int, width: int) -> int:
@@ -187,7 +201,9 @@ class TrajectoryMatching(Objective):
         else:
             end = self.unroll(start, leaf, labels, plan, create_graph=True)
             loss = self.matching_loss(end, start, target)
-            loss.backward()
+            (loss / self._ranks()).backward()
+        if self.context is not None:
+            self._sum_over_ranks(leaf)
         images.backward(leaf.grad)
         optimizer.step()
         self.lr_optimizer.step()
@@ -223,17 +239,45 @@ class TrajectoryMatching(Objective):
 
     def step(self, theta: list[torch.Tensor], images: torch.Tensor, labels: torch.Tensor, step: Step,
              syn_lr: torch.Tensor, *, create_graph: bool) -> list[torch.Tensor]:
-        """One SGD step of the functional network from ``theta`` on one planned batch."""
-        batch, targets = images[step.indices], labels[step.indices]
-        if step.augment is not None:
-            batch = self.dsa.apply(batch, step.augment)
+        """One SGD step of the functional network from ``theta`` on one planned batch (on several ranks: the
+        gradient of this rank's share of the batch, summed over the ranks)."""
+        rows = owned_rows(len(step.indices), self.context)
+        indices = step.indices[rows]
+        batch, targets = images[indices], labels[indices]
         parameters = dict(zip(self.names, theta))
-        with self._precision():
-            loss = sum(F.cross_entropy(functional_call(self.net, parameters, (part,)), part_targets, reduction="sum")
-                       for part, part_targets in zip(torch.split(batch, self.micro_batch),
-                                                     torch.split(targets, self.micro_batch))) / len(batch)
-        grads = torch.autograd.grad(loss, theta, create_graph=create_graph)
+        if len(batch):
+            if step.augment is not None:
+                batch = self.dsa.apply(batch, step.augment if self.context is None else step.augment.rows(rows))
+            with self._precision():
+                loss = sum(F.cross_entropy(functional_call(self.net, parameters, (part,)), part_targets,
+                                           reduction="sum")
+                           for part, part_targets in zip(torch.split(batch, self.micro_batch),
+                                                         torch.split(targets, self.micro_batch))) / len(step.indices)
+            grads = torch.autograd.grad(loss, theta, create_graph=create_graph)
+        else:  # a rank without images in this step (fewer than ranks) still takes part in the sums, forward and back
+            grads = [p * 0 for p in theta]
+        if self.context is not None:
+            grads = self._summed(grads, differentiable=create_graph)
         return [p - syn_lr * g for p, g in zip(theta, grads)]
+
+    def _summed(self, grads: list[torch.Tensor] | tuple[torch.Tensor, ...], *,
+                differentiable: bool) -> list[torch.Tensor]:
+        """The ranks' gradients summed, one collective for all parameters."""
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        flat = all_reduce_sum_differentiable(flat, self.context) if differentiable else all_reduce_sum(
+            flat.detach(), self.context)
+        return [part.view_as(g) for part, g in zip(torch.split(flat, [g.numel() for g in grads]), grads)]
+
+    def _ranks(self) -> int:
+        return 1 if self.context is None else self.context.world_size
+
+    def _sum_over_ranks(self, images: torch.Tensor) -> None:
+        """Each rank holds its partial gradients of the images and syn_lr (the loss was divided by the number of
+        ranks): their sums are the whole loss's, on every rank."""
+        grad_images = images.grad if images.grad is not None else torch.zeros_like(images)
+        flat = all_reduce_sum(torch.cat([grad_images.reshape(-1), self.syn_lr.grad.reshape(1)]), self.context)
+        images.grad = flat[:-1].view_as(images)
+        self.syn_lr.grad = flat[-1].reshape(())
 
     def unroll(self, start: list[torch.Tensor], images: torch.Tensor, labels: torch.Tensor, plan: list[Step],
                *, create_graph: bool = True) -> list[torch.Tensor]:
@@ -265,7 +309,7 @@ class TrajectoryMatching(Objective):
             thetas.append([p.detach() for p in self.step(theta, images, labels, step, syn_lr, create_graph=False)])
         end = [p.requires_grad_(True) for p in thetas.pop()]
         loss = self.matching_loss(end, start, target)
-        grad_theta = list(torch.autograd.grad(loss, end))
+        grad_theta = list(torch.autograd.grad(loss / self._ranks(), end))
         grad_images = torch.zeros_like(images)
         grad_lr = torch.zeros_like(self.syn_lr)
         for step in reversed(plan):
