@@ -61,9 +61,11 @@ def variants(args: argparse.Namespace, method: str) -> list[dict[str, Any]]:
     common = {"nets": args.nets, "epochs": args.epochs, "validation": args.validation, "seed": args.seed}
     if method not in DISTILLED:
         return [common]
-    return [{**common, "iterations": iterations, "bits": bits, "k": k, "lr": lr}
+    # mask_source only when asked for, so that the points stored before it existed keep their settings
+    return [{**common, "iterations": iterations, "bits": bits, "k": k, "lr": lr,
+             **({"mask_source": source} if source else {})}
             for iterations in listed(args.iterations, int) for bits in listed(args.bits, int)
-            for k in listed(args.k, int) for lr in listed(args.lr, float)]
+            for k in listed(args.k, int) for lr in listed(args.lr, float) for source in listed(args.mask_source, str)]
 
 
 def stored(path: Path) -> list[dict[str, Any]]:
@@ -74,8 +76,9 @@ def stored(path: Path) -> list[dict[str, Any]]:
 def label(point: dict[str, Any], points: list[dict[str, Any]]) -> str:
     """The method, with the settings that tell its points at one budget apart when there are several."""
     mine = [p["settings"] for p in points if p["method"] == point["method"]]
-    varying = [key for key in ("k", "bits", "iterations", "lr") if len({str(s.get(key)) for s in mine}) > 1]
-    return " ".join([point["method"]] + [f"{key} {point['settings'][key]}" for key in varying])
+    varying = [key for key in ("k", "bits", "iterations", "lr", "mask_source")
+               if len({str(s.get(key)) for s in mine}) > 1]
+    return " ".join([point["method"]] + [f"{key} {point['settings'].get(key)}" for key in varying])
 
 
 def training_set(method: str, budget: int, train: Any, args: argparse.Namespace,
@@ -85,7 +88,7 @@ def training_set(method: str, budget: int, train: Any, args: argparse.Namespace,
     if method in DISTILLED:
         config = DistillConfig(dataset=train.name, objective=method, bytes_per_class=budget,
                                iterations=setting["iterations"], seed=args.seed, bits=setting["bits"],
-                               k=setting["k"], lr=setting["lr"],
+                               k=setting["k"], lr=setting["lr"], mask_source=setting.get("mask_source") or "init",
                                options={"buffer": args.buffer} if method == "tm" else None)
         artifact = distill(config.resolve(train), train)
         artifact, data = fit_within(artifact, budget * train.num_classes)
@@ -174,6 +177,8 @@ def main() -> None:
     parser.add_argument("--k", help="Frequencies per class of the distilled files (default: the library's; several "
                         "allowed).")
     parser.add_argument("--lr", help="Distillation learning rate (default: the objective's; several allowed).")
+    parser.add_argument("--mask-source", help="init (the reference's) or class: the frequencies ranked on the "
+                        "initial instances or on the whole class (several allowed).")
     parser.add_argument("--buffer", help="Expert buffer for tm.")
     parser.add_argument("--nets", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=300)

@@ -137,7 +137,8 @@ def test_distill_then_evaluate_from_the_command_line(tmp_path, monkeypatch):
         asked.append((name, options.get("split")))
         return first_500(name, **options)
 
-    monkeypatch.setattr("fredset_cli.main.load_dataset", recorded)
+    monkeypatch.setattr("fredset_cli.distill_command.load_dataset", recorded)
+    monkeypatch.setattr("fredset_cli.evaluate_command.load_dataset", recorded)
     out = tmp_path / "fm.fredset"
     result = cli_run("distill", "--dataset", "fashion-mnist", "--ipc", 1, "--k", 64, "--iterations", 2,
                      "--batch-real", 8, "--model", "convnetd1", "--device", "cpu", "--out", out,
