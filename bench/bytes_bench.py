@@ -2,7 +2,7 @@
 
     python bench/bytes_bench.py [--bytes 784,1568,3136,6272] [--methods dm,jpeg,webp,raw] [--iterations 200]
                                 [--k K,...] [--bits B,...] [--lr LR,...] [--nets 3] [--epochs 300]
-                                [--validation 0] [--out docs/results/bytes_bench.json]
+                                [--validation 0] [--work DIR] [--out docs/results/bytes_bench.json]
 
 For every budget B (bytes per class) and method, one training set of the same bytes per class:
   dm, dc, tm   ``fredset distill --objective X --bytes-per-class B`` (the whole .fredset file, header, HDF5,
@@ -18,12 +18,16 @@ baselines then draw only from the rest). Results are written after every point a
 already in --out with the same settings, so the bench can be run piece by piece. --k, --bits, --iterations and
 --lr take comma-separated lists: the distilled methods run every combination (a tuning sweep; points with other
 settings stay in --out). A table is printed and a PNG plot (accuracy against bytes per class, log axis, one line
-per method and setting) is drawn next to the JSON.
+per method and setting) is drawn next to the JSON. With ``--work DIR`` every distilled point keeps its file
+(DIR/<method>-<budget>-<settings>-<iterations>.fredset) and a checkpoint shared by the points that differ only
+in iterations: the iteration counts run in increasing order, each resuming where the last stopped (a resumed
+run equals an uninterrupted one), and an interrupted bench resumes too.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import sys
@@ -64,7 +68,7 @@ def variants(args: argparse.Namespace, method: str) -> list[dict[str, Any]]:
     # mask_source only when asked for, so that the points stored before it existed keep their settings
     return [{**common, "iterations": iterations, "bits": bits, "k": k, "lr": lr,
              **({"mask_source": source} if source else {})}
-            for iterations in listed(args.iterations, int) for bits in listed(args.bits, int)
+            for iterations in sorted(listed(args.iterations, int)) for bits in listed(args.bits, int)
             for k in listed(args.k, int) for lr in listed(args.lr, float) for source in listed(args.mask_source, str)]
 
 
@@ -81,6 +85,15 @@ def label(point: dict[str, Any], points: list[dict[str, Any]]) -> str:
     return " ".join([point["method"]] + [f"{key} {point['settings'].get(key)}" for key in varying])
 
 
+def work_paths(work: Path, method: str, budget: int, setting: dict[str, Any]) -> tuple[Path, Path]:
+    """(checkpoint, file) of one distilled point under --work; the checkpoint is shared by the points that
+    differ only in iterations (and in how they are evaluated)."""
+    run_key = {key: value for key, value in setting.items() if key not in ("iterations", "nets", "epochs")}
+    digest = hashlib.sha256(json.dumps(run_key, sort_keys=True).encode()).hexdigest()[:10]
+    stem = f"{method}-{budget}-{digest}"
+    return work / f"{stem}.ckpt", work / f"{stem}-{setting['iterations']}.fredset"
+
+
 def training_set(method: str, budget: int, train: Any, args: argparse.Namespace,
                  setting: dict[str, Any]) -> tuple[Any, Any, dict, float]:
     """(images, labels, facts about the set, learning rate) for one point."""
@@ -90,8 +103,14 @@ def training_set(method: str, budget: int, train: Any, args: argparse.Namespace,
                                iterations=setting["iterations"], seed=args.seed, bits=setting["bits"],
                                k=setting["k"], lr=setting["lr"], mask_source=setting.get("mask_source") or "init",
                                options={"buffer": args.buffer} if method == "tm" else None)
-        artifact = distill(config.resolve(train), train)
+        checkpoint = kept = None
+        if args.work:
+            args.work.mkdir(parents=True, exist_ok=True)
+            checkpoint, kept = work_paths(args.work, method, budget, setting)
+        artifact = distill(config.resolve(train), train, checkpoint=checkpoint, checkpoint_every=50, resume=True)
         artifact, data = fit_within(artifact, budget * train.num_classes)
+        if kept is not None:
+            kept.write_bytes(data)
         decoded = load_bytes(data)  # evaluate what the file holds
         budget_record = decoded.provenance.get("budget", {})
         facts = {"file_bytes": len(data), "bytes_per_class": len(data) / train.num_classes,
@@ -186,6 +205,8 @@ def main() -> None:
     parser.add_argument("--validation", type=int, default=0, metavar="PER_CLASS",
                         help="Evaluate on this many images per class held out of the training set (tuning).")
     parser.add_argument("--data-root", help="Where Fashion-MNIST lies.")
+    parser.add_argument("--work", type=Path, help="Keep checkpoints and the distilled files here; longer runs "
+                        "resume shorter ones.")
     parser.add_argument("--out", default="docs/results/bytes_bench.json")
     args = parser.parse_args()
     methods = args.methods.split(",")

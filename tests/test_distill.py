@@ -89,6 +89,17 @@ def test_resume_refuses_a_checkpoint_of_other_options(tmp_path):
             checkpoint=checkpoint, resume=True)
 
 
+def test_resume_refuses_a_checkpoint_past_the_iterations_asked_for(tmp_path):
+    checkpoint = tmp_path / "run.ckpt"
+    run(DistillConfig(dataset="fashion-mnist", ipc=1, k=64, iterations=3, seed=3, **SMALL), checkpoint=checkpoint)
+    with pytest.raises(FredsetError, match="at iteration 3, past the 2"):
+        run(DistillConfig(dataset="fashion-mnist", ipc=1, k=64, iterations=2, seed=3, **SMALL),
+            checkpoint=checkpoint, resume=True)
+    longer = run(DistillConfig(dataset="fashion-mnist", ipc=1, k=64, iterations=4, seed=3, **SMALL),
+                 checkpoint=checkpoint, resume=True)
+    assert longer.provenance["iterations"] == 4
+
+
 def test_artifact_records_provenance_and_pixel_baseline_runs():
     artifact = run(DistillConfig(dataset="fashion-mnist", ipc=1, k=64, iterations=2, **SMALL))
     provenance = artifact.provenance

@@ -82,6 +82,9 @@ def distill(config: DistillConfig | ResolvedRun, real: Any, *, device: torch.dev
     state = RunState()
     if resume and checkpoint is not None and os.path.exists(checkpoint):
         state = load_checkpoint(checkpoint, config, synset, optimizer, generator, objective)
+        if state.iteration > config.iterations:  # its set has gone further than the run asks for
+            raise FredsetError(f"checkpoint is at iteration {state.iteration}, past the {config.iterations} "
+                               "asked for; ask for more iterations or use another --checkpoint", checkpoint)
 
     start = time.perf_counter() - state.seconds
     while state.iteration < config.iterations:
