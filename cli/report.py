@@ -67,6 +67,7 @@ def file_report(artifact: Artifact, info: FileInfo, layout: dict[str, Any] | Non
         "instances_per_class": artifact.counts,
         "num_instances": artifact.num_instances,
         "coefficients": info.encoding,
+        "pixel_range": artifact.pixel_range(),
         "recommended_lr": artifact.provenance.get("recommended_lr"),
         "provenance": artifact.provenance,
         "license": artifact.license,
@@ -102,6 +103,11 @@ def _layout_lines(layout: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _range_line(pixel_range: dict[str, float]) -> str:
+    return (f"  pixel values    {pixel_range['min']:.3g} .. {pixel_range['max']:.3g}, "
+            f"{100 * pixel_range['outside']:.1f}% outside [0, 1] (--grid clamps them)")
+
+
 def format_report(report: dict[str, Any]) -> str:
     image, encoding, provenance = report["image"], report["coefficients"], report["provenance"]
     counts = report["instances_per_class"]
@@ -134,6 +140,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"  decoded size    {report['decoded_float32_bytes']:,} bytes as float32 "
         f"({report['compression_ratio']:g}x the file)",
         *(_layout_lines(report["bytes"]) if "bytes" in report else []),
+        _range_line(report["pixel_range"]),
         f"  made by         {_text(library.get('name', '?'))} {_text(library.get('version', '?'))} on "
         f"{_text(provenance.get('created', '?'))}"
         + (f"; {', '.join(made)}" if made else ""),

@@ -116,6 +116,14 @@ class Artifact:
             images = to_pixel_space(images, self.mean, self.std, inplace=True)  # fresh: no second copy
         return images
 
+    def pixel_range(self) -> dict[str, float]:
+        """The decoded pixel values before any clamping: ``min``, ``max`` and ``outside`` (the fraction of
+        values outside [0, 1]). Real images stay in [0, 1] up to the ringing of the dropped frequencies;
+        distilled ones may not, which a quantiser, a PNG or a network without normalisation feels."""
+        pixels = to_pixel_space(self.decode(), self.mean, self.std, inplace=True, clamp=False)
+        outside = torch.count_nonzero((pixels < 0) | (pixels > 1)).item() / max(1, pixels.numel())
+        return {"min": float(pixels.min()), "max": float(pixels.max()), "outside": outside}
+
     def validate(self) -> None:
         """Raise :class:`FredsetError` unless every field is consistent."""
         height, width = self.image_size if len(self.image_size) == 2 else (0, 0)
@@ -193,10 +201,11 @@ def _numpy(values: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 def to_pixel_space(images: torch.Tensor, mean: Sequence[float], std: Sequence[float], *,
-                   inplace: bool = False) -> torch.Tensor:
-    """Map normalised images [N, C, H, W] to pixel values in [0, 1] (overwriting them if ``inplace``)."""
+                   inplace: bool = False, clamp: bool = True) -> torch.Tensor:
+    """Map normalised images [N, C, H, W] to pixel values, clamped to [0, 1] unless ``clamp=False``
+    (overwriting them if ``inplace``)."""
     shape = (1, -1, 1, 1)
     mean_t = torch.tensor(mean, dtype=images.dtype, device=images.device).view(shape)
     std_t = torch.tensor(std, dtype=images.dtype, device=images.device).view(shape)
-    pixels = images.mul_(std_t) if inplace else images * std_t
-    return pixels.add_(mean_t).clamp_(0.0, 1.0)
+    pixels = (images.mul_(std_t) if inplace else images * std_t).add_(mean_t)
+    return pixels.clamp_(0.0, 1.0) if clamp else pixels

@@ -54,6 +54,18 @@ def test_inspect_json_has_the_facts(saved):
     assert report["provenance"]["objective"] == "dm"
 
 
+def test_inspect_reports_pixel_values_before_the_clamp(tmp_path):
+    artifact = make_artifact(counts=(3, 2), channels=3, size=(8, 8), k=6, std=(4.0,) * 3)
+    save(artifact, tmp_path / "wide.fredset")
+    report = json.loads(run("inspect", tmp_path / "wide.fredset", "--json").stdout)["pixel_range"]
+    pixels = artifact.decode() * 4.0 + 0.5  # the artifact's std and mean, no clamp
+    assert report["min"] == pytest.approx(float(pixels.min())) and report["min"] < 0
+    assert report["max"] == pytest.approx(float(pixels.max())) and report["max"] > 1
+    assert report["outside"] == pytest.approx(float(((pixels < 0) | (pixels > 1)).float().mean()))
+    assert 0 < report["outside"] < 1
+    assert f"{100 * report['outside']:.1f}% outside [0, 1]" in run("inspect", tmp_path / "wide.fredset").output
+
+
 def test_inspect_writes_pictures(saved, tmp_path):
     grid, masks = tmp_path / "grid.png", tmp_path / "masks.png"
     result = run("inspect", saved, "--grid", grid, "--masks", masks, "--scale", 1)
