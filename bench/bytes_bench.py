@@ -47,11 +47,15 @@ from fredset.distill.budget import fit_within  # noqa: E402
 from fredset.distill.config import DistillConfig  # noqa: E402
 from fredset.distill.loop import distill  # noqa: E402
 from fredset.evaluate import DEFAULT_LR, evaluate  # noqa: E402
+from fredset.quantize import STEP_FRACTION_BITS  # noqa: E402
 
 DISTILLED = ("dm", "dc", "tm")
 BASELINES = ("jpeg", "webp", "raw")
 COLOURS = {"dm": (200, 30, 30), "dc": (230, 120, 0), "tm": (150, 0, 150), "jpeg": (30, 90, 200),
            "webp": (0, 150, 150), "raw": (90, 90, 90)}
+
+
+BEFORE_SETTING = {"step_fraction_bits": 10}  # what the points stored before a setting existed had
 
 
 def listed(text: str | None, kind: type) -> list[Any]:
@@ -65,9 +69,10 @@ def variants(args: argparse.Namespace, method: str) -> list[dict[str, Any]]:
     common = {"nets": args.nets, "epochs": args.epochs, "validation": args.validation, "seed": args.seed}
     if method not in DISTILLED:
         return [common]
-    # mask_source only when asked for, so that the points stored before it existed keep their settings
+    # mask_source only when asked for, so that the points stored before it existed keep their settings; the
+    # steps' precision because it changed (points without it had full float16 steps)
     return [{**common, "iterations": iterations, "bits": bits, "k": k, "lr": lr,
-             **({"mask_source": source} if source else {})}
+             **({"mask_source": source} if source else {}), "step_fraction_bits": STEP_FRACTION_BITS}
             for iterations in sorted(listed(args.iterations, int)) for bits in listed(args.bits, int)
             for k in listed(args.k, int) for lr in listed(args.lr, float) for source in listed(args.mask_source, str)]
 
@@ -79,10 +84,11 @@ def stored(path: Path) -> list[dict[str, Any]]:
 
 def label(point: dict[str, Any], points: list[dict[str, Any]]) -> str:
     """The method, with the settings that tell its points at one budget apart when there are several."""
-    mine = [p["settings"] for p in points if p["method"] == point["method"]]
-    varying = [key for key in ("k", "bits", "iterations", "lr", "mask_source")
+    mine = [{**BEFORE_SETTING, **p["settings"]} for p in points if p["method"] == point["method"]]
+    varying = [key for key in ("k", "bits", "iterations", "lr", "mask_source", "step_fraction_bits")
                if len({str(s.get(key)) for s in mine}) > 1]
-    return " ".join([point["method"]] + [f"{key} {point['settings'].get(key)}" for key in varying])
+    settings = {**BEFORE_SETTING, **point["settings"]}
+    return " ".join([point["method"]] + [f"{key} {settings.get(key)}" for key in varying])
 
 
 def work_paths(work: Path, method: str, budget: int, setting: dict[str, Any]) -> tuple[Path, Path]:

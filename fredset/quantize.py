@@ -1,7 +1,8 @@
 """Uniform coefficient codes: a ``bits``-bit integer times a step per (class, channel, frequency).
 
 The step is the largest magnitude of the class's coefficients at that channel and frequency divided by
-the largest code, rounded to float16 (the file stores it so); the value of a code is ``step * code``
+the largest code, rounded to a float16 value with two fraction bits (the file stores float16; so coarse a
+table compresses to about a third, which buys instances at small budgets; docs/ALGORITHM.md, Quantisation); the value of a code is ``step * code``
 computed once in float32, which is all a decoder does, so every decoder and the distillation loop get the
 same bits (docs/ALGORITHM.md, Quantisation). Distillation optimises through the quantiser with a
 straight-through gradient (:func:`fake_quantize`), so what it evaluates is what the file decodes to.
@@ -19,6 +20,7 @@ __all__ = ["BITS", "Quantization", "code_limit", "codes_of", "dequantize", "fake
 
 BITS = tuple(range(2, 9))  # codes are stored one per byte, so at most 8 bits
 FLOAT16_MAX = 65504.0
+STEP_FRACTION_BITS = 2  # bits of a step's significand after the leading one
 
 
 def code_limit(bits: int) -> int:
@@ -28,14 +30,24 @@ def code_limit(bits: int) -> int:
     return 2 ** (bits - 1) - 1
 
 
-def grid_steps(block: torch.Tensor, bits: int) -> torch.Tensor:
-    """Steps [C, k] (float32 holding float16 values) for a class block [n, C, k]: max |x| / limit.
+def _coarse(values: torch.Tensor, rounding) -> torch.Tensor:
+    """``values`` rounded (``torch.round``: to nearest even, ``torch.ceil``: up) to :data:`STEP_FRACTION_BITS`
+    fraction bits of their significand; 0 stays 0."""
+    significand, exponent = torch.frexp(values)  # values = significand * 2^exponent, significand in [0.5, 1)
+    scale = 2.0 ** (STEP_FRACTION_BITS + 1)
+    return torch.ldexp(rounding(significand * scale) / scale, exponent)
 
-    Rounding the step to float16 may put the largest value a fraction of a step past the last code;
-    :func:`codes_of` clips it there.
+
+def grid_steps(block: torch.Tensor, bits: int) -> torch.Tensor:
+    """Steps [C, k] (float32 holding float16 values) for a class block [n, C, k]: max |x| / limit, rounded to
+    the nearest value with :data:`STEP_FRACTION_BITS` fraction bits, but never below max |x| / (limit + 1/2),
+    so that the largest value lies at most half a step past the last code (:func:`codes_of` clips it there).
     """
+    limit = code_limit(bits)
     magnitude = block.detach().abs().amax(dim=0).float()
-    steps = magnitude / code_limit(bits)
+    steps = _coarse(magnitude / limit, torch.round)
+    least = magnitude / (limit + 0.5)
+    steps = torch.where(steps < least, _coarse(least, torch.ceil), steps)
     if bool((steps > FLOAT16_MAX).any()):
         raise FredsetError(f"coefficients up to {float(magnitude.max()):.4g} need a step beyond the float16 "
                            f"range at {bits} bits")

@@ -175,8 +175,8 @@ def build(spec: dict) -> tuple[bytes, dict[str, np.ndarray]]:
 
 
 def on_grid(coefficients: list[np.ndarray], bits: int, extremes: bool) -> tuple[list[np.ndarray], Quantization]:
-    """The coefficients moved to their ``bits``-bit grid (steps max |x| / (2^(b-1) - 1) in float16, codes the
-    nearest), and the grid. ``extremes``: class 0's frequency 1 is 0 everywhere (step 0, codes 0) and class
+    """The coefficients moved to their ``bits``-bit grid (FORMAT.md 13.6's steps, codes the nearest), and the
+    grid. ``extremes``: class 0's frequency 1 is 0 everywhere (step 0, codes 0) and class
     1's first value is code -2^(b-1), the one code writers do not produce but readers must accept."""
     if extremes:
         coefficients[0][:, :, 1] = 0

@@ -40,6 +40,20 @@ def test_steps_are_float16_values_and_zero_columns_get_code_zero():
     assert torch.equal(codes_of(block, steps, 6)[:, 0, 0], torch.zeros(3, dtype=torch.int8))
 
 
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_steps_keep_two_fraction_bits_and_clip_at_most_half_a_step(bits):
+    scales = torch.logspace(-3, 2, 300)  # frequencies of very different sizes, as in a DCT
+    block = torch.randn(40, 2, 300, generator=torch.Generator().manual_seed(bits)) * scales
+    steps = grid_steps(block, bits)
+    significand, _ = torch.frexp(steps)
+    assert torch.equal(significand * 8, torch.round(significand * 8))  # 1, 1.25, 1.5 or 1.75 times 2^e
+    largest = block.abs().amax(dim=0)
+    ratio = steps / (largest / code_limit(bits))
+    assert float(ratio.min()) >= 0.85 and float(ratio.max()) <= 1.25
+    error = (dequantize(codes_of(block, steps, bits), steps) - block).abs() / steps
+    assert float(error.max()) <= 0.5 + 1e-5  # the largest value lies at most half a step past the last code
+
+
 def test_artifact_refuses_coefficients_off_their_grid(artifact):
     grid = Quantization.of(artifact.coefficients, 4)
     on_grid = dataclasses.replace(artifact, coefficients=grid.apply(artifact.coefficients), quantization=grid)
