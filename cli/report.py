@@ -103,9 +103,10 @@ def _layout_lines(layout: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _range_line(pixel_range: dict[str, float]) -> str:
-    return (f"  pixel values    {pixel_range['min']:.3g} .. {pixel_range['max']:.3g}, "
-            f"{100 * pixel_range['outside']:.1f}% outside [0, 1] (--grid clamps them)")
+def _range_line(pixel_range: dict[str, float | None]) -> str:
+    low, high = (f"{value:.3g}" if value is not None else "beyond float64"
+                 for value in (pixel_range["min"], pixel_range["max"]))
+    return f"  pixel values    {low} .. {high}, {100 * pixel_range['outside']:.1f}% outside [0, 1] (--grid clamps them)"
 
 
 def format_report(report: dict[str, Any]) -> str:

@@ -116,13 +116,16 @@ class Artifact:
             images = to_pixel_space(images, self.mean, self.std, inplace=True)  # fresh: no second copy
         return images
 
-    def pixel_range(self) -> dict[str, float]:
-        """The decoded pixel values before any clamping: ``min``, ``max`` and ``outside`` (the fraction of
-        values outside [0, 1]). Real images stay in [0, 1] up to the ringing of the dropped frequencies;
-        distilled ones may not, which a quantiser, a PNG or a network without normalisation feels."""
-        pixels = to_pixel_space(self.decode(), self.mean, self.std, inplace=True, clamp=False)
+    def pixel_range(self) -> dict[str, float | None]:
+        """The decoded pixel values before any clamping: ``min``, ``max`` (None where a file's mean or std
+        takes them beyond the float64 range) and ``outside`` (the fraction of values outside [0, 1]). Real
+        images stay in [0, 1] up to the ringing of the dropped frequencies; distilled ones may not, which a
+        quantiser, a PNG or a network without normalisation feels."""
+        pixels = to_pixel_space(self.decode().double(), self.mean, self.std, inplace=True, clamp=False)
         outside = torch.count_nonzero((pixels < 0) | (pixels > 1)).item() / max(1, pixels.numel())
-        return {"min": float(pixels.min()), "max": float(pixels.max()), "outside": outside}
+        low, high = float(pixels.min()), float(pixels.max())
+        return {"min": low if math.isfinite(low) else None, "max": high if math.isfinite(high) else None,
+                "outside": outside}
 
     def validate(self) -> None:
         """Raise :class:`FredsetError` unless every field is consistent."""

@@ -121,6 +121,11 @@ def test_the_largest_numbers_are_read_and_reported(tmp_path):
     as_json = CliRunner().invoke(cli, ["inspect", "--json", str(path)])
     assert as_json.exit_code == 0
     assert strict_json(as_json.stdout)["provenance"]["iterations"] == biggest
+    assert strict_json(as_json.stdout)["pixel_range"] == {"min": -sys.float_info.max, "max": -sys.float_info.max,
+                                                          "outside": 1.0}  # x * 5e-324 - max, in float64
+    huge_std = craft(tmp_path, document(normalization={"mean": [0.5], "std": [1.7976931348623157e308]}), "wide.fredset")
+    report = CliRunner().invoke(cli, ["inspect", "--json", str(huge_std)])
+    assert report.exit_code == 0 and strict_json(report.stdout)["pixel_range"]["max"] is None  # beyond float64
 
 
 # -- 2. strings: no control characters, no unpaired surrogates -------------------------------------
